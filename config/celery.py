@@ -1,0 +1,62 @@
+"""Celery configuration, queues and the beat schedule, derived from ``Settings``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kombu import Queue  # type: ignore[attr-defined]
+
+from config.settings import Settings
+
+QUEUES = ("persist", "llm", "maintenance")
+# Tasks are named "<family>.<verb>"; the family is the queue.
+ROUTES = {f"{family}.*": {"queue": family} for family in QUEUES}
+
+
+def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    interval = settings.flush_interval_s
+    return {
+        "persist-flush": {
+            "task": "persist.flush",
+            "schedule": interval,
+            # A tick nobody picked up soon is worthless: the next one does the same work.
+            "options": {"queue": "persist", "expires": max(5.0, interval * 5)},
+        },
+    }
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """The Celery settings that matter (DESIGN.md section 4)."""
+    return {
+        "broker_url": settings.broker_url,
+        "broker_connection_retry_on_startup": True,
+        # kombu's Redis transport redelivers an unacked task after this long: it must exceed
+        # the longest retry countdown or a task still waiting for its retry runs twice.
+        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout_s},
+        # JSON only: pickle lets whoever can write to the broker run code in the worker.
+        "accept_content": ["json"],
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "event_serializer": "json",
+        "task_ignore_result": True,
+        "result_backend": None,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_max_tasks_per_child": 1000,
+        "task_time_limit": settings.task_time_limit_s,
+        "task_soft_time_limit": max(1, int(settings.task_time_limit_s * 0.9)),
+        # Flower needs events.
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "task_queues": [Queue(name) for name in QUEUES],  # type: ignore[no-untyped-call]
+        "task_default_queue": "persist",
+        "task_routes": ROUTES,
+        "beat_schedule": beat_schedule(settings),
+        # The base scheduler keeps its state in memory; the default one writes a shelve file
+        # (pickle). Every periodic task here is idempotent and short-interval, so nothing is
+        # lost by not remembering last-run times across a beat restart.
+        "beat_scheduler": "celery.beat:Scheduler",
+        "timezone": "UTC",
+        "enable_utc": True,
+    }

@@ -1,0 +1,73 @@
+"""One typed settings object, read once from the environment (prefix ``MEMSCRIBE_``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _with_db(redis_url: str, db: int) -> str:
+    """The same Redis server as ``redis_url`` with another logical database."""
+    parts = urlsplit(redis_url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, parts.fragment))
+
+
+class Settings(BaseSettings):
+    """Everything memscribe reads from its environment. Built once, passed explicitly."""
+
+    model_config = SettingsConfigDict(env_prefix="MEMSCRIBE_", extra="ignore", frozen=True)
+
+    # --- stores ---------------------------------------------------------------------------
+    redis_url: str = "redis://localhost:6379/0"
+    # Empty means: the Redis server of redis_url, database 1 (kept apart from the data).
+    broker_url: str = ""
+    database_url: str = "sqlite:///./var/memscribe.db"
+    key_prefix: str = Field(default="ms", pattern=r"^[A-Za-z0-9_-]{1,32}$")
+
+    # --- write-ahead log and drainer ---------------------------------------------------------
+    shards: int = Field(default=16, ge=1, le=1024)
+    batch_size: int = Field(default=500, ge=1, le=10_000)
+    # A shard's drain lease; entries a consumer left pending longer than this are reclaimed.
+    drain_lease_ms: int = Field(default=10_000, ge=100)
+    # One flush task stops taking new batches after this long, so beat ticks never pile up.
+    flush_budget_s: float = Field(default=5.0, gt=0)
+    flush_interval_s: float = Field(default=1.0, gt=0)
+
+    # --- session memory --------------------------------------------------------------------
+    buffer_max_messages: int = Field(default=30, ge=1, le=10_000)
+    # How many recent message ids per session are remembered to make a retried append a no-op.
+    dedupe_window: int = Field(default=128, ge=1, le=100_000)
+    session_ttl_s: int = Field(default=30 * 24 * 3600, ge=60)
+
+    # --- input limits ------------------------------------------------------------------------
+    max_content_bytes: int = Field(default=65_536, ge=1)
+    max_metadata_bytes: int = Field(default=8_192, ge=2)
+
+    # --- tokens ------------------------------------------------------------------------------
+    tokenizer: Literal["tiktoken", "estimate"] = "tiktoken"
+    model: str = "gpt-4o-mini"
+
+    # --- Celery ------------------------------------------------------------------------------
+    # Must stay above the longest retry countdown, or kombu redelivers a task still waiting.
+    visibility_timeout_s: int = Field(default=3600, ge=60)
+    task_time_limit_s: int = Field(default=300, ge=1)
+
+    @model_validator(mode="after")
+    def _derive_broker(self) -> Settings:
+        if not self.broker_url:
+            object.__setattr__(self, "broker_url", _with_db(self.redis_url, 1))
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""memscribe's domain and stores. Imports no Celery: every function takes its clients."""

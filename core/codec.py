@@ -1,0 +1,80 @@
+"""The JSON record a message travels as: built once by the client, stored as-is in the session
+buffer (prefixed ``seq:tokens:``) and in the WAL entry (beside field ``q`` = seq).
+
+The record carries everything the drainer needs, so the append script never parses JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from core.errors import PermanentError
+from core.models import Message, micros_to_datetime
+from core.repository import MessageRow
+
+
+def encode_message(
+    *,
+    message_id: str,
+    tenant: str,
+    session_id: str,
+    role: str,
+    content: str,
+    tokens: int,
+    created_us: int,
+    subject_id: str | None,
+    metadata: dict[str, Any] | None,
+) -> str:
+    record: dict[str, Any] = {
+        "id": message_id,
+        "t": tenant,
+        "s": session_id,
+        "r": role,
+        "c": content,
+        "k": tokens,
+        "ts": created_us,
+    }
+    if subject_id is not None:
+        record["sub"] = subject_id
+    if metadata is not None:
+        record["md"] = metadata
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+
+
+def buffer_item(seq: int, tokens: int, body: str) -> str:
+    return f"{seq}:{tokens}:{body}"
+
+
+def decode_buffer_item(item: str) -> Message:
+    seq, _tokens, body = item.split(":", 2)
+    record = json.loads(body)
+    return Message(
+        message_id=record["id"],
+        seq=int(seq),
+        role=record["r"],
+        content=record["c"],
+        tokens=record["k"],
+        created_at=micros_to_datetime(record["ts"]),
+        metadata=record.get("md"),
+    )
+
+
+def decode_wal_entry(fields: dict[str, str]) -> MessageRow:
+    """A WAL entry as a row; raises ``PermanentError`` for an entry that can never be parsed."""
+    try:
+        record = json.loads(fields["d"])
+        return MessageRow(
+            message_id=record["id"],
+            tenant=record["t"],
+            session_id=record["s"],
+            seq=int(fields["q"]),
+            role=record["r"],
+            content=record["c"],
+            tokens=int(record["k"]),
+            metadata=record.get("md"),
+            created_at=micros_to_datetime(int(record["ts"])),
+            subject_id=record.get("sub"),
+        )
+    except (KeyError, ValueError, TypeError) as exc:
+        raise PermanentError(f"malformed WAL entry: {exc.__class__.__name__}: {exc}") from exc

@@ -1,0 +1,110 @@
+"""The durable schema (SQLAlchemy Core), engines, and migrations (Alembic).
+
+PostgreSQL is the target; SQLite is the embedded default for a one-machine try-out and runs the
+same flow. The schema here must match the newest Alembic revision (a test compares them).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Engine,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+ID = String(128)
+JSONDocument = JSON().with_variant(JSONB(), "postgresql")
+
+metadata = MetaData()
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("tenant", ID, nullable=False),
+    Column("session_id", ID, nullable=False),
+    Column("subject_id", ID, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("last_seq", BigInteger, nullable=False, server_default="0"),
+    Column("state", JSONDocument, nullable=True),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    PrimaryKeyConstraint("tenant", "session_id", name="pk_sessions"),
+    Index("ix_sessions_subject", "subject_id"),
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("message_id", ID, nullable=False),
+    Column("tenant", ID, nullable=False),
+    Column("session_id", ID, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("content", Text, nullable=False),
+    Column("tokens", Integer, nullable=False),
+    Column("metadata", JSONDocument, nullable=True),
+    # created_at is the append time (the client's clock); persisted_at is set by the database
+    # when the row is written, so append-to-durable lag is measurable from the data itself.
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("persisted_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    PrimaryKeyConstraint("tenant", "session_id", "seq", name="pk_messages"),
+    UniqueConstraint("message_id", name="uq_messages_message_id"),
+)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets readers run beside the drainer; busy_timeout makes two drainer processes wait
+    # for each other instead of failing with "database is locked".
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine for ``url``. Create it after forking (one per worker process)."""
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, **kwargs)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_engine(url, **kwargs)
+
+
+def alembic_config(url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    # Alembic's ini parser treats '%' specially; URLs may carry percent-escapes.
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def migrate(url: str, revision: str = "head") -> None:
+    """Bring the database at ``url`` to ``revision`` (idempotent)."""
+    if url.startswith("sqlite"):
+        make_engine(url).dispose()  # creates the folder of the SQLite file
+    command.upgrade(alembic_config(url), revision)

@@ -1,0 +1,32 @@
+"""The error hierarchy. Driver errors are translated at the edge into these.
+
+- ``ValidationError``: bad input; goes back to the caller, nothing was written.
+- ``TransientError``: the store or network may recover; retried with backoff.
+- ``PermanentError``: this piece of data will never be accepted; dead-lettered.
+"""
+
+from __future__ import annotations
+
+
+class MemscribeError(Exception):
+    """Base class of every error memscribe raises on purpose."""
+
+
+class ValidationError(MemscribeError, ValueError):
+    """Input broke a documented rule. ``field`` names it; nothing was written."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class ConfigurationError(MemscribeError):
+    """memscribe cannot start as configured (missing encoding, unreachable store, ...)."""
+
+
+class TransientError(MemscribeError):
+    """A failure worth retrying: connection refused, timeout, serialization failure."""
+
+
+class PermanentError(MemscribeError):
+    """A failure retrying cannot fix: the store rejects this data for its content."""

@@ -1,0 +1,246 @@
+"""Bulk writes and reads of the durable store.
+
+On PostgreSQL a batch is COPYed into a temporary staging table and moved with one
+``INSERT ... SELECT ... ON CONFLICT (message_id) DO NOTHING``; on SQLite it is one executemany.
+Only a repeated ``message_id`` is skipped: a different message that collides on
+``(tenant, session_id, seq)`` raises, so it is dead-lettered instead of silently dropped.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy.exc
+from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from core.db import messages, sessions
+from core.errors import PermanentError, TransientError
+from core.models import Message
+
+MESSAGE_COLUMNS = (
+    "message_id",
+    "tenant",
+    "session_id",
+    "seq",
+    "role",
+    "content",
+    "tokens",
+    "metadata",
+    "created_at",
+)
+# COPY's text format: backslash, tab, newline and carriage return are escaped; \N is NULL.
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_STAGING_DDL = """
+CREATE TEMP TABLE IF NOT EXISTS ms_stage_messages (
+    message_id text, tenant text, session_id text, seq bigint, role text, content text,
+    tokens integer, metadata jsonb, created_at timestamptz
+) ON COMMIT DELETE ROWS
+"""
+_MOVE_STAGED = f"""
+INSERT INTO messages ({", ".join(MESSAGE_COLUMNS)}, persisted_at)
+SELECT {", ".join(MESSAGE_COLUMNS)}, clock_timestamp() FROM ms_stage_messages
+ON CONFLICT (message_id) DO NOTHING
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRow:
+    """One message on its way into the durable store."""
+
+    message_id: str
+    tenant: str
+    session_id: str
+    seq: int
+    role: str
+    content: str
+    tokens: int
+    metadata: dict[str, Any] | None
+    created_at: datetime
+    subject_id: str | None = None
+
+    def as_params(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in MESSAGE_COLUMNS}
+
+
+@contextmanager
+def translate_errors() -> Iterator[None]:
+    """Turn driver errors into memscribe's transient/permanent classes."""
+    try:
+        yield
+    except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.DataError) as exc:
+        raise PermanentError(str(exc.orig)) from exc
+    except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as exc:
+        raise TransientError(str(exc.orig)) from exc
+    except sqlalchemy.exc.DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise TransientError(str(exc.orig)) from exc
+        raise PermanentError(str(exc.orig)) from exc
+    except Exception as exc:
+        # Errors raised by the raw psycopg2 cursor (COPY) are not wrapped by SQLAlchemy.
+        import psycopg2
+
+        if isinstance(exc, psycopg2.IntegrityError | psycopg2.DataError):
+            raise PermanentError(str(exc)) from exc
+        if isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError):
+            raise TransientError(str(exc)) from exc
+        raise
+
+
+def _copy_field(value: object) -> str:
+    if value is None:
+        return "\\N"
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        value = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return str(value).translate(_COPY_ESCAPES)
+
+
+def _copy_messages(connection: Connection, rows: Sequence[MessageRow]) -> int:
+    buffer = io.StringIO()
+    for row in rows:
+        buffer.write("\t".join(_copy_field(getattr(row, name)) for name in MESSAGE_COLUMNS))
+        buffer.write("\n")
+    buffer.seek(0)
+    dbapi = connection.connection.dbapi_connection
+    assert dbapi is not None
+    cursor = dbapi.cursor()
+    try:
+        cursor.execute(_STAGING_DDL)
+        cursor.copy_expert(
+            f"COPY ms_stage_messages ({', '.join(MESSAGE_COLUMNS)}) FROM STDIN", buffer
+        )
+        cursor.execute(_MOVE_STAGED)
+        inserted: int = cursor.rowcount
+        # ON COMMIT DELETE ROWS empties it at commit; clear now too in case of a savepoint retry.
+        cursor.execute("TRUNCATE ms_stage_messages")
+    finally:
+        cursor.close()
+    return inserted
+
+
+def _insert_messages_sqlite(connection: Connection, rows: Sequence[MessageRow]) -> int:
+    now = datetime.now(UTC)
+    statement = sqlite_insert(messages).on_conflict_do_nothing(index_elements=["message_id"])
+    result = connection.execute(
+        statement, [{**row.as_params(), "persisted_at": now} for row in rows]
+    )
+    return max(result.rowcount, 0)
+
+
+def _upsert_sessions(connection: Connection, rows: Sequence[MessageRow]) -> None:
+    by_session: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in rows:
+        key = (row.tenant, row.session_id)
+        current = by_session.get(key)
+        if current is None:
+            by_session[key] = {
+                "tenant": row.tenant,
+                "session_id": row.session_id,
+                "subject_id": row.subject_id,
+                "created_at": row.created_at,
+                "updated_at": row.created_at,
+                "last_seq": row.seq,
+            }
+            continue
+        current["created_at"] = min(current["created_at"], row.created_at)
+        current["updated_at"] = max(current["updated_at"], row.created_at)
+        current["last_seq"] = max(current["last_seq"], row.seq)
+        current["subject_id"] = current["subject_id"] or row.subject_id
+    values = [by_session[key] for key in sorted(by_session)]  # fixed order: no deadlocks
+    statement: Any
+    greatest: Any
+    if connection.dialect.name == "postgresql":
+        statement = pg_insert(sessions).values(values)
+        greatest = func.greatest
+    else:
+        statement = sqlite_insert(sessions).values(values)
+        greatest = func.max  # SQLite's two-argument max() is a scalar function
+    excluded = statement.excluded
+    connection.execute(
+        statement.on_conflict_do_update(
+            index_elements=["tenant", "session_id"],
+            set_={
+                "updated_at": greatest(sessions.c.updated_at, excluded.updated_at),
+                "last_seq": greatest(sessions.c.last_seq, excluded.last_seq),
+                "subject_id": func.coalesce(sessions.c.subject_id, excluded.subject_id),
+            },
+        )
+    )
+
+
+def persist_messages(engine: Engine, rows: Sequence[MessageRow]) -> int:
+    """Write ``rows`` and their sessions in one transaction; returns rows newly inserted.
+
+    Idempotent on ``message_id``: a batch that is replayed after a crash inserts nothing twice.
+    """
+    if not rows:
+        return 0
+    with translate_errors(), engine.begin() as connection:
+        _upsert_sessions(connection, rows)
+        if connection.dialect.name == "postgresql":
+            return _copy_messages(connection, rows)
+        return _insert_messages_sqlite(connection, rows)
+
+
+@dataclass(frozen=True, slots=True)
+class DurableSession:
+    """A session as the durable store knows it: its newest messages, oldest first."""
+
+    messages: list[Message]
+    last_seq: int
+    subject_id: str | None
+
+
+def load_recent(
+    engine: Engine, *, tenant: str, session_id: str, limit: int
+) -> DurableSession | None:
+    """The newest ``limit`` messages of a session, or None when the store has no such session."""
+    with translate_errors(), engine.connect() as connection:
+        session = connection.execute(
+            select(sessions.c.last_seq, sessions.c.subject_id).where(
+                sessions.c.tenant == tenant, sessions.c.session_id == session_id
+            )
+        ).first()
+        if session is None:
+            return None
+        rows = connection.execute(
+            select(
+                messages.c.message_id,
+                messages.c.seq,
+                messages.c.role,
+                messages.c.content,
+                messages.c.tokens,
+                messages.c.created_at,
+                messages.c.metadata,
+            )
+            .where(messages.c.tenant == tenant, messages.c.session_id == session_id)
+            .order_by(messages.c.seq.desc())
+            .limit(limit)
+        ).all()
+    recent = [
+        Message(
+            message_id=row.message_id,
+            seq=row.seq,
+            role=row.role,
+            content=row.content,
+            tokens=row.tokens,
+            created_at=_aware(row.created_at),
+            metadata=row.metadata,
+        )
+        for row in reversed(rows)
+    ]
+    return DurableSession(messages=recent, last_seq=session.last_seq, subject_id=session.subject_id)
+
+
+def _aware(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes; everything memscribe stores is UTC.
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -1,0 +1,36 @@
+"""The Lua scripts in ``core/lua``, read from disk once per process and registered per client."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+
+import redis
+from redis.commands.core import Script
+
+
+@cache
+def lua_source(name: str) -> str:
+    return resources.files("core").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class Scripts:
+    """Registered scripts. ``Script`` sends EVALSHA and reloads itself after a NOSCRIPT reply
+    (a restarted Redis), so the steady state is a single EVALSHA per call."""
+
+    append: Script
+    context: Script
+    warm: Script
+    ack_trim: Script
+    lease: Script
+
+    @classmethod
+    def register(cls, client: redis.Redis, *, preload: bool = True) -> Scripts:
+        scripts = cls(**{name: client.register_script(lua_source(name)) for name in cls.__slots__})
+        if preload:
+            # Load now so the first append is already a single EVALSHA.
+            for name in cls.__slots__:
+                client.script_load(lua_source(name))
+        return scripts

@@ -1,0 +1,328 @@
+"""The drainer: moves each shard's write-ahead stream into the durable store in batches.
+
+Per shard, under a short lease so one drainer works a shard at a time:
+XAUTOCLAIM what dead consumers left pending -> XREADGROUP new entries -> bulk upsert -> commit
+-> XACK -> trim with MINID no higher than the oldest pending id (``core/lua/ack_trim.lua``).
+
+Exactly once: an entry is acked only after its transaction committed, so a crash replays it,
+and the replay inserts nothing twice because rows are unique on ``message_id``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from sqlalchemy import Engine
+
+from config.settings import Settings
+from core.codec import decode_wal_entry
+from core.errors import PermanentError, TransientError
+from core.keys import CONSUMER_GROUP, Keys
+from core.lease import Lease
+from core.repository import MessageRow, persist_messages
+from core.scripts import Scripts
+
+log = logging.getLogger(__name__)
+
+Entry = tuple[str, dict[str, str]]
+
+
+@dataclass
+class DrainReport:
+    """What one drain did. ``skipped`` counts rows the store already had (replays)."""
+
+    persisted: int = 0
+    skipped: int = 0
+    dead_lettered: int = 0
+    reclaimed: int = 0
+    batches: int = 0
+    shards: list[int] = field(default_factory=list)
+
+    def add(self, other: DrainReport) -> None:
+        self.persisted += other.persisted
+        self.skipped += other.skipped
+        self.dead_lettered += other.dead_lettered
+        self.reclaimed += other.reclaimed
+        self.batches += other.batches
+        self.shards += other.shards
+
+
+@dataclass(frozen=True)
+class ShardStatus:
+    shard: int
+    length: int
+    pending: int
+    undelivered: int
+    oldest_pending_age_s: float | None
+    dead_letters: int
+
+    @property
+    def backlog(self) -> int:
+        return self.pending + self.undelivered
+
+
+def default_consumer_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _id_ms(entry_id: str) -> int:
+    return int(entry_id.split("-", 1)[0])
+
+
+class Drainer:
+    """Drains WAL shards into the durable store. One per process; not shared across forks."""
+
+    def __init__(
+        self,
+        *,
+        redis: redis.Redis,
+        engine: Engine,
+        settings: Settings,
+        consumer: str | None = None,
+    ) -> None:
+        self.redis = redis
+        self.engine = engine
+        self.settings = settings
+        self.keys = Keys(settings.key_prefix, settings.shards)
+        self.scripts = Scripts.register(redis)
+        self.consumer = consumer or default_consumer_name()
+        self._groups_ready: set[str] = set()
+
+    # --- the steps, public so tests can stop a drainer between any two of them ---------------
+
+    def ensure_group(self, shard: int) -> None:
+        wal = self.keys.wal(shard)
+        if wal in self._groups_ready:
+            return
+        try:
+            # From id 0, not '$': entries appended before the group existed are drained too.
+            self.redis.xgroup_create(wal, CONSUMER_GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._groups_ready.add(wal)
+
+    def reclaim(self, shard: int, *, count: int) -> list[Entry]:
+        """Take over entries other consumers left pending longer than the lease."""
+        wal = self.keys.wal(shard)
+        claimed: list[Entry] = []
+        cursor = "0-0"
+        while len(claimed) < count:
+            reply = self.redis.xautoclaim(
+                wal,
+                CONSUMER_GROUP,
+                self.consumer,
+                min_idle_time=self.settings.drain_lease_ms,
+                start_id=cursor,
+                count=count - len(claimed),
+            )
+            cursor, entries = reply[0], reply[1]
+            claimed += [(entry_id, fields) for entry_id, fields in entries if fields]
+            if cursor == "0-0":
+                break
+        return claimed
+
+    def read_new(self, shard: int, *, count: int) -> list[Entry]:
+        reply: Any = self.redis.xreadgroup(
+            CONSUMER_GROUP, self.consumer, {self.keys.wal(shard): ">"}, count=count
+        )
+        if not reply:
+            return []
+        entries: list[Entry] = reply[0][1]  # [[stream, entries]]: we asked for one stream
+        return entries
+
+    def persist(self, entries: list[Entry]) -> tuple[DrainReport, list[tuple[Entry, str]]]:
+        """Write ``entries``; returns the report and the offenders with their errors.
+
+        A batch the store rejects for its content is bisected, so one poison entry costs a few
+        extra transactions and never blocks the good entries around it.
+        """
+        report = DrainReport(batches=1)
+        offenders: list[tuple[Entry, str]] = []
+        decoded: list[tuple[Entry, MessageRow]] = []
+        for entry in entries:
+            try:
+                decoded.append((entry, decode_wal_entry(entry[1])))
+            except PermanentError as exc:
+                offenders.append((entry, str(exc)))
+        offenders += self._persist_isolating(decoded, report)
+        report.dead_lettered = len(offenders)
+        return report, offenders
+
+    def _persist_isolating(
+        self, items: list[tuple[Entry, MessageRow]], report: DrainReport
+    ) -> list[tuple[Entry, str]]:
+        if not items:
+            return []
+        try:
+            inserted = persist_messages(self.engine, [row for _, row in items])
+        except PermanentError as exc:
+            if len(items) == 1:
+                log.warning("dead-lettering WAL entry %s: %s", items[0][0][0], exc)
+                return [(items[0][0], str(exc))]
+            middle = len(items) // 2
+            # Left half first: good entries still land in seq order.
+            return self._persist_isolating(items[:middle], report) + self._persist_isolating(
+                items[middle:], report
+            )
+        report.persisted += inserted
+        report.skipped += len(items) - inserted
+        return []
+
+    def acknowledge(
+        self, shard: int, entries: list[Entry], offenders: list[tuple[Entry, str]]
+    ) -> None:
+        """Dead-letter the offenders, then ack the whole batch and trim the stream."""
+        if not entries:
+            return
+        if offenders:
+            now_ms = int(time.time() * 1000)
+            with self.redis.pipeline(transaction=False) as pipe:
+                for (entry_id, fields), error in offenders:
+                    record: dict[Any, Any] = {
+                        **fields,
+                        "entry_id": entry_id,
+                        "error": error[:500],
+                        "failed_ms": now_ms,
+                    }
+                    pipe.xadd(self.keys.dead_letters(shard), record)
+                pipe.execute()
+        ids = [entry_id for entry_id, _ in entries]
+        self.scripts.ack_trim(keys=[self.keys.wal(shard)], args=[CONSUMER_GROUP, *ids])
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    def process(self, shard: int, entries: list[Entry]) -> DrainReport:
+        report, offenders = self.persist(entries)
+        self.acknowledge(shard, entries, offenders)
+        return report
+
+    def drain_shard(self, shard: int, *, deadline: float) -> DrainReport:
+        """Drain one shard until it is empty or ``deadline`` (monotonic) passes.
+
+        Returns an empty report when another drainer holds the shard's lease.
+        """
+        report = DrainReport()
+        lease = Lease(
+            self.redis, self.scripts, self.keys.lease(shard), self.settings.drain_lease_ms
+        )
+        if not lease.acquire():
+            return report
+        report.shards.append(shard)
+        try:
+            self.ensure_group(shard)
+            batch = self.settings.batch_size
+            while entries := self.reclaim(shard, count=batch):
+                report.reclaimed += len(entries)
+                report.add(self.process(shard, entries))
+                lease.renew()
+            # Entries still pending belong to a consumer that may be alive (not idle long
+            # enough to reclaim). Reading past them would commit later seqs before earlier ones.
+            if self._pending_count(shard):
+                return report
+            while time.monotonic() < deadline and (entries := self.read_new(shard, count=batch)):
+                report.add(self.process(shard, entries))
+                if not lease.renew():
+                    log.warning("lost the lease of shard %s mid-drain; stopping", shard)
+                    break
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise TransientError(f"Redis unavailable: {exc}") from exc
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # Redis lost the stream (flushed, or restarted without AOF): make the group again
+            # on the next pass instead of failing every flush until the process is recycled.
+            self._groups_ready.discard(self.keys.wal(shard))
+            log.warning("consumer group of shard %s is gone; it will be re-created", shard)
+        finally:
+            with contextlib.suppress(redis.RedisError):  # it expires on its own
+                lease.release()
+        return report
+
+    def drain_all(self, *, budget_s: float | None = None) -> DrainReport:
+        """One pass over every shard with a backlog, in random order (spreads drainers)."""
+        deadline = time.monotonic() + (budget_s or self.settings.flush_budget_s)
+        report = DrainReport()
+        busy = [status.shard for status in self.status() if status.backlog]
+        random.shuffle(busy)
+        for shard in busy:
+            if time.monotonic() >= deadline:
+                break
+            report.add(self.drain_shard(shard, deadline=deadline))
+        return report
+
+    def flush(self, *, timeout_s: float, poll_s: float = 0.1) -> int:
+        """Drain until every shard's backlog is zero; returns the backlog left at the timeout."""
+        stop = time.monotonic() + timeout_s
+        while True:
+            backlog = sum(status.backlog for status in self.status())
+            if backlog == 0 or time.monotonic() >= stop:
+                return backlog
+            report = self.drain_all(budget_s=max(0.1, min(5.0, stop - time.monotonic())))
+            if not report.batches:
+                time.sleep(poll_s)  # leased by another drainer, or waiting to reclaim
+
+    # --- observation -------------------------------------------------------------------------
+
+    def _pending_count(self, shard: int) -> int:
+        summary: dict[str, Any] = self.redis.xpending(self.keys.wal(shard), CONSUMER_GROUP)
+        return int(summary["pending"])
+
+    def status(self) -> list[ShardStatus]:
+        """Per shard: stream length, pending and undelivered entries, oldest pending age."""
+        return shard_status(self.redis, self.keys)
+
+
+def shard_status(client: redis.Redis, keys: Keys) -> list[ShardStatus]:
+    """Every shard's backlog, read in one pipelined round trip."""
+    with client.pipeline(transaction=False) as pipe:
+        for shard in range(keys.shards):
+            wal = keys.wal(shard)
+            pipe.xinfo_stream(wal)
+            pipe.xinfo_groups(wal)
+            pipe.xpending(wal, CONSUMER_GROUP)
+            pipe.xlen(keys.dead_letters(shard))
+        replies = pipe.execute(raise_on_error=False)
+    now_ms = time.time() * 1000
+    result = []
+    for shard in range(keys.shards):
+        stream, groups, pending, dead = replies[shard * 4 : shard * 4 + 4]
+        if isinstance(stream, Exception):  # no stream yet
+            result.append(ShardStatus(shard, 0, 0, 0, None, _int(dead)))
+            continue
+        length = int(stream["length"])
+        group = (
+            next(
+                (g for g in groups if g["name"] == CONSUMER_GROUP),
+                None,
+            )
+            if not isinstance(groups, Exception)
+            else None
+        )
+        if group is None:
+            result.append(ShardStatus(shard, length, 0, length, None, _int(dead)))
+            continue
+        if group["last-delivered-id"] == stream["last-generated-id"]:
+            undelivered = 0
+        elif group.get("lag") is not None:
+            undelivered = int(group["lag"])
+        else:
+            undelivered = max(1, int(stream["entries-added"]) - int(group["entries-read"] or 0))
+        pending_count = 0 if isinstance(pending, Exception) else int(pending["pending"])
+        oldest = None
+        if pending_count:
+            oldest = max(0.0, (now_ms - _id_ms(pending["min"])) / 1000)
+        result.append(ShardStatus(shard, length, pending_count, undelivered, oldest, _int(dead)))
+    return result
+
+
+def _int(value: object) -> int:
+    return 0 if isinstance(value, Exception) else int(value)  # type: ignore[call-overload]

@@ -1,0 +1,1 @@
+"""The Celery app, its process wiring, and the ``memscribe`` command line."""

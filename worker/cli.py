@@ -1,0 +1,121 @@
+"""The ``memscribe`` command line: migrate, flush, status, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import asdict
+
+from rich.console import Console
+from rich.table import Table
+
+from config.settings import Settings, get_settings
+from core.client import redis_from_url
+from core.db import make_engine, migrate
+from core.errors import MemscribeError
+from core.keys import Keys
+from core.wal import Drainer, shard_status
+
+console = Console()
+
+
+def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
+    migrate(settings.database_url)
+    console.print(f"migrated {settings.database_url.split('@')[-1]} to the newest schema")
+    return 0
+
+
+def cmd_flush(settings: Settings, args: argparse.Namespace) -> int:
+    drainer = Drainer(
+        redis=redis_from_url(settings.redis_url),
+        engine=make_engine(settings.database_url),
+        settings=settings,
+    )
+    if not args.wait:
+        report = drainer.drain_all()
+        console.print(f"persisted {report.persisted} messages in {report.batches} batches")
+        return 0
+    left = drainer.flush(timeout_s=args.timeout)
+    if left:
+        console.print(f"[red]backlog still {left} entries after {args.timeout}s[/red]")
+        return 1
+    console.print("backlog is zero: every appended message is durable")
+    return 0
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    shards = shard_status(
+        redis_from_url(settings.redis_url), Keys(settings.key_prefix, settings.shards)
+    )
+    totals = {
+        "length": sum(s.length for s in shards),
+        "pending": sum(s.pending for s in shards),
+        "undelivered": sum(s.undelivered for s in shards),
+        "backlog": sum(s.backlog for s in shards),
+        "dead_letters": sum(s.dead_letters for s in shards),
+        "oldest_pending_age_s": max(
+            (s.oldest_pending_age_s for s in shards if s.oldest_pending_age_s is not None),
+            default=None,
+        ),
+    }
+    if args.json:
+        rows = [{**asdict(s), "backlog": s.backlog} for s in shards]
+        print(json.dumps({"shards": rows, "totals": totals}, indent=2))
+        return 0
+    table = Table("shard", "length", "pending", "undelivered", "oldest pending (s)", "dead")
+    for s in shards:
+        age = "" if s.oldest_pending_age_s is None else f"{s.oldest_pending_age_s:.1f}"
+        table.add_row(
+            str(s.shard),
+            str(s.length),
+            str(s.pending),
+            str(s.undelivered),
+            age,
+            str(s.dead_letters),
+        )
+    console.print(table)
+    console.print(f"backlog {totals['backlog']}, dead letters {totals['dead_letters']}")
+    return 0
+
+
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.demo import run_demo
+
+    return run_demo(
+        settings, sessions=args.sessions, messages=args.messages, appenders=args.appenders
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="memscribe", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("migrate", help="create or upgrade the durable schema (Alembic)")
+    flush = commands.add_parser("flush", help="drain the write-ahead log into the durable store")
+    flush.add_argument("--wait", action="store_true", help="return only when the backlog is zero")
+    flush.add_argument("--timeout", type=float, default=300.0, help="seconds to wait at most")
+    status = commands.add_parser("status", help="per-shard backlog of the write-ahead log")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    demo = commands.add_parser("demo", help="run a synthetic chat workload end to end")
+    demo.add_argument("--sessions", type=int, default=300)
+    demo.add_argument("--messages", type=int, default=6000)
+    demo.add_argument("--appenders", type=int, default=4)
+    return parser
+
+
+HANDLERS = {"migrate": cmd_migrate, "flush": cmd_flush, "status": cmd_status, "demo": cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return HANDLERS[args.command](get_settings(), args)
+    except MemscribeError as exc:
+        console.print(f"[red]memscribe: {exc}[/red]")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
