@@ -22,6 +22,7 @@ from sqlalchemy import func, select
 from config.settings import Settings
 from core.client import MemoryClient
 from core.db import messages, migrate
+from core.tokens import token_counter
 from worker import processes
 
 console = Console()
@@ -64,6 +65,8 @@ def run_demo(
     started: list[Popen[bytes]] = []
     logs = Path("var/demo")
     logs.mkdir(parents=True, exist_ok=True)
+    # Fail before starting anything when the tokenizer cannot load (offline, no cache dir).
+    token_counter(settings.tokenizer, settings.model)
     try:
         if not processes.redis_answers(settings.redis_url):
             console.print(f"no Redis at {settings.redis_url}: starting a private redis-server")

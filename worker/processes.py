@@ -63,6 +63,7 @@ def start_private_redis(url: str, *, workdir: Path) -> subprocess.Popen[bytes]:
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,  # stop() signals the process group
     )
     deadline = time.monotonic() + 10
     while not redis_answers(url):
