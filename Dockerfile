@@ -35,4 +35,4 @@ RUN pip install . "flower>=2.0" \
 
 USER memscribe
 
-CMD ["celery", "-A", "worker.app", "worker", "-Q", "persist", "-c", "2", "-l", "INFO"]
+CMD ["celery", "-A", "worker.app", "worker", "-Q", "persist,persist.retry", "-c", "2", "-l", "INFO"]

@@ -8,9 +8,17 @@ from kombu import Queue  # type: ignore[attr-defined]
 
 from config.settings import Settings
 
-QUEUES = ("persist", "llm", "maintenance")
+FAMILIES = ("persist", "llm", "maintenance")
+# Retries go to a queue of their own per family, so a backlog of retries never starves fresh
+# work: a family's workers consume both, and kombu alternates between them.
+QUEUES = (*FAMILIES, *(f"{family}.retry" for family in FAMILIES))
 # Tasks are named "<family>.<verb>"; the family is the queue.
-ROUTES = {f"{family}.*": {"queue": family} for family in QUEUES}
+ROUTES = {f"{family}.*": {"queue": family} for family in FAMILIES}
+
+
+def family_queues(family: str) -> list[str]:
+    """The queues one family's workers consume: fresh work and its retries."""
+    return [family, f"{family}.retry"]
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:

@@ -33,8 +33,9 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=500, ge=1, le=10_000)
     # A shard's drain lease; entries a consumer left pending longer than this are reclaimed.
     drain_lease_ms: int = Field(default=10_000, ge=100)
-    # One flush task stops taking new batches after this long, so beat ticks never pile up.
-    flush_budget_s: float = Field(default=5.0, gt=0)
+    # One flush task drains (polling when idle) for this long, then returns; beat starts the
+    # next one. Keeps lag near the poll interval rather than the beat interval.
+    flush_budget_s: float = Field(default=1.0, gt=0)
     flush_interval_s: float = Field(default=1.0, gt=0)
 
     # --- session memory --------------------------------------------------------------------
@@ -51,6 +52,17 @@ class Settings(BaseSettings):
     tokenizer: Literal["tiktoken", "estimate"] = "tiktoken"
     model: str = "gpt-4o-mini"
 
+    # --- failures ----------------------------------------------------------------------------
+    # A WAL entry delivered more times than this is dead-lettered (it keeps killing drainers).
+    max_deliveries: int = Field(default=10, ge=1)
+    # Task retries: exponential backoff with full jitter, base * 2**retry capped at retry_cap_s.
+    retry_base_ms: int = Field(default=1000, ge=1)
+    retry_cap_s: float = Field(default=300.0, gt=0)
+    max_retries: int = Field(default=8, ge=0)
+    # While the durable store fails, drainers back off (shared through Redis) instead of spinning.
+    store_backoff_base_ms: int = Field(default=500, ge=1)
+    store_backoff_cap_s: float = Field(default=30.0, gt=0)
+
     # --- Celery ------------------------------------------------------------------------------
     # Must stay above the longest retry countdown, or kombu redelivers a task still waiting.
     visibility_timeout_s: int = Field(default=3600, ge=60)
@@ -60,6 +72,18 @@ class Settings(BaseSettings):
     def _derive_broker(self) -> Settings:
         if not self.broker_url:
             object.__setattr__(self, "broker_url", _with_db(self.redis_url, 1))
+        return self
+
+    @model_validator(mode="after")
+    def _visibility_outlasts_retries(self) -> Settings:
+        # kombu's Redis transport re-delivers a task whose countdown outlasts the visibility
+        # timeout, so the task would run twice: refuse such a configuration at start-up.
+        longest_s = max(self.retry_cap_s, self.task_time_limit_s)
+        if self.visibility_timeout_s <= longest_s:
+            raise ValueError(
+                f"visibility_timeout_s ({self.visibility_timeout_s}) must exceed the longest retry "
+                f"countdown or task time limit ({longest_s:g} s)"
+            )
         return self
 
     @property

@@ -61,5 +61,15 @@ class Keys:
     def dead_letters(self, shard: int) -> str:
         return f"{self.tag(shard)}:dead"
 
+    def failing(self, shard: int) -> str:
+        """Hash: WAL entry id -> when it was first found failing (for dead-letter records)."""
+        return f"{self.tag(shard)}:failing"
+
+    def task_dead_letters(self) -> str:
+        return f"{self.prefix}:dead:tasks"
+
+    def backoff(self, name: str) -> str:
+        return f"{self.prefix}:backoff:{name}"
+
     def all_wals(self) -> list[str]:
         return [self.wal(shard) for shard in range(self.shards)]

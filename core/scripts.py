@@ -25,6 +25,7 @@ class Scripts:
     warm: Script
     ack_trim: Script
     lease: Script
+    replay: Script
 
     @classmethod
     def register(cls, client: redis.Redis, *, preload: bool = True) -> Scripts:

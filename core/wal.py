@@ -16,23 +16,28 @@ import os
 import random
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from config.settings import Settings
+from core import deadletters
+from core.backoff import Backoff
 from core.codec import decode_wal_entry
 from core.errors import PermanentError, TransientError
 from core.keys import CONSUMER_GROUP, Keys
 from core.lease import Lease
-from core.repository import MessageRow, persist_messages
+from core.repository import MessageRow, persist_messages, translate_errors
 from core.scripts import Scripts
 
 log = logging.getLogger(__name__)
 
 Entry = tuple[str, dict[str, str]]
+# WAL entry field set by the append script when the session crossed its summary trigger.
+SUMMARIZE_FLAG = "sum"
 
 
 @dataclass
@@ -45,6 +50,11 @@ class DrainReport:
     reclaimed: int = 0
     batches: int = 0
     shards: list[int] = field(default_factory=list)
+    # Sessions whose flagged entries were just committed: the caller enqueues a summary.
+    summarize: set[tuple[str, str]] = field(default_factory=set)
+    # Set when the durable store is failing and the drainer is backing off.
+    error: str | None = None
+    retry_in_s: float = 0.0
 
     def add(self, other: DrainReport) -> None:
         self.persisted += other.persisted
@@ -53,6 +63,9 @@ class DrainReport:
         self.reclaimed += other.reclaimed
         self.batches += other.batches
         self.shards += other.shards
+        self.summarize |= other.summarize
+        self.error = other.error or self.error
+        self.retry_in_s = max(self.retry_in_s, other.retry_in_s)
 
 
 @dataclass(frozen=True)
@@ -94,7 +107,15 @@ class Drainer:
         self.keys = Keys(settings.key_prefix, settings.shards)
         self.scripts = Scripts.register(redis)
         self.consumer = consumer or default_consumer_name()
+        self.backoff = Backoff(
+            redis,
+            self.keys.backoff("store"),
+            base_ms=settings.store_backoff_base_ms,
+            cap_s=settings.store_backoff_cap_s,
+        )
         self._groups_ready: set[str] = set()
+        # Deliveries of entries taken over from other consumers, for the dead-letter rule.
+        self._deliveries: dict[str, int] = {}
 
     # --- the steps, public so tests can stop a drainer between any two of them ---------------
 
@@ -128,7 +149,23 @@ class Drainer:
             claimed += [(entry_id, fields) for entry_id, fields in entries if fields]
             if cursor == "0-0":
                 break
+        if claimed:
+            self._note_failures(shard, claimed)
         return claimed
+
+    def _note_failures(self, shard: int, claimed: list[Entry]) -> None:
+        # A pending entry found idle means an earlier attempt failed (crash or error): remember
+        # when that was first seen, and how often the entry was delivered, for dead letters.
+        wal = self.keys.wal(shard)
+        now_ms = int(time.time() * 1000)
+        details: list[dict[str, Any]] = self.redis.xpending_range(
+            wal, CONSUMER_GROUP, min=claimed[0][0], max=claimed[-1][0], count=len(claimed) * 2
+        )
+        with self.redis.pipeline(transaction=False) as pipe:
+            for detail in details:
+                self._deliveries[detail["message_id"]] = int(detail["times_delivered"])
+                pipe.hsetnx(self.keys.failing(shard), detail["message_id"], now_ms)
+            pipe.execute()
 
     def read_new(self, shard: int, *, count: int) -> list[Entry]:
         reply: Any = self.redis.xreadgroup(
@@ -148,7 +185,12 @@ class Drainer:
         report = DrainReport(batches=1)
         offenders: list[tuple[Entry, str]] = []
         decoded: list[tuple[Entry, MessageRow]] = []
+        limit = self.settings.max_deliveries
         for entry in entries:
+            deliveries = self._deliveries.get(entry[0], 1)
+            if deliveries > limit:
+                offenders.append((entry, f"delivered {deliveries} times (limit {limit})"))
+                continue
             try:
                 decoded.append((entry, decode_wal_entry(entry[1])))
             except PermanentError as exc:
@@ -175,28 +217,45 @@ class Drainer:
             )
         report.persisted += inserted
         report.skipped += len(items) - inserted
+        for (_, fields), row in items:
+            if fields.get(SUMMARIZE_FLAG) == "1":
+                report.summarize.add((row.tenant, row.session_id))
         return []
 
     def acknowledge(
         self, shard: int, entries: list[Entry], offenders: list[tuple[Entry, str]]
     ) -> None:
-        """Dead-letter the offenders, then ack the whole batch and trim the stream."""
+        """Dead-letter the offenders, then ack the whole batch and trim the stream.
+
+        In that order: a crash in between re-delivers the batch and records the dead letter
+        again (replay is idempotent), rather than acking an entry recorded nowhere.
+        """
         if not entries:
             return
         if offenders:
-            now_ms = int(time.time() * 1000)
-            with self.redis.pipeline(transaction=False) as pipe:
-                for (entry_id, fields), error in offenders:
-                    record: dict[Any, Any] = {
-                        **fields,
-                        "entry_id": entry_id,
-                        "error": error[:500],
-                        "failed_ms": now_ms,
-                    }
-                    pipe.xadd(self.keys.dead_letters(shard), record)
-                pipe.execute()
+            self._dead_letter(shard, offenders)
         ids = [entry_id for entry_id, _ in entries]
-        self.scripts.ack_trim(keys=[self.keys.wal(shard)], args=[CONSUMER_GROUP, *ids])
+        self.scripts.ack_trim(
+            keys=[self.keys.wal(shard), self.keys.failing(shard)], args=[CONSUMER_GROUP, *ids]
+        )
+        for entry_id in ids:
+            self._deliveries.pop(entry_id, None)
+
+    def _dead_letter(self, shard: int, offenders: list[tuple[Entry, str]]) -> None:
+        now_ms = int(time.time() * 1000)
+        first_seen = self.redis.hmget(self.keys.failing(shard), [e[0] for e, _ in offenders])
+        with self.redis.pipeline(transaction=False) as pipe:
+            for ((entry_id, fields), error), first in zip(offenders, first_seen, strict=True):
+                record: dict[Any, Any] = deadletters.wal_record(
+                    fields,
+                    entry_id=entry_id,
+                    error=error,
+                    deliveries=self._deliveries.get(entry_id, 1),
+                    first_failed_ms=int(first) if first else now_ms,
+                    now_ms=now_ms,
+                )
+                pipe.xadd(self.keys.dead_letters(shard), record)
+            pipe.execute()
 
     # --- the loop ----------------------------------------------------------------------------
 
@@ -247,17 +306,63 @@ class Drainer:
                 lease.release()
         return report
 
+    def probe_store(self) -> None:
+        """One cheap query, so an outage is found before any entry is taken (and counted)."""
+        with translate_errors(), self.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
     def drain_all(self, *, budget_s: float | None = None) -> DrainReport:
-        """One pass over every shard with a backlog, in random order (spreads drainers)."""
+        """One pass over every shard with a backlog, in random order (spreads drainers).
+
+        While the durable store fails, passes are skipped until the shared backoff allows the
+        next probe; a failure is reported in ``report.error``, never raised.
+        """
         deadline = time.monotonic() + (budget_s or self.settings.flush_budget_s)
         report = DrainReport()
+        wait_s = self.backoff.wait_s()
+        if wait_s:
+            report.retry_in_s = wait_s
+            return report
         busy = [status.shard for status in self.status() if status.backlog]
+        if not busy:
+            return report
         random.shuffle(busy)
-        for shard in busy:
-            if time.monotonic() >= deadline:
-                break
-            report.add(self.drain_shard(shard, deadline=deadline))
+        try:
+            self.probe_store()
+            for shard in busy:
+                if time.monotonic() >= deadline:
+                    break
+                report.add(self.drain_shard(shard, deadline=deadline))
+        except TransientError as exc:
+            report.error = str(exc)
+            report.retry_in_s = self.backoff.failed(str(exc))
+            log.warning("durable store failing, next attempt in %.2fs: %s", report.retry_in_s, exc)
+            return report
+        self.backoff.succeeded()
         return report
+
+    def run_for(
+        self,
+        seconds: float,
+        *,
+        poll_s: float = 0.05,
+        on_report: Callable[[DrainReport], None] | None = None,
+    ) -> DrainReport:
+        """Drain repeatedly for ``seconds``, polling when idle: what one flush task does.
+
+        Keeps append-to-durable lag near ``poll_s`` instead of the beat interval. ``on_report``
+        sees each pass as it ends (to enqueue summaries without waiting for the whole run).
+        """
+        stop = time.monotonic() + seconds
+        total = DrainReport()
+        while (left := stop - time.monotonic()) > 0:
+            report = self.drain_all(budget_s=left)
+            if on_report is not None:
+                on_report(report)
+            total.add(report)
+            if not report.batches:
+                time.sleep(min(left, max(poll_s, report.retry_in_s)))
+        return total
 
     def flush(self, *, timeout_s: float, poll_s: float = 0.1) -> int:
         """Drain until every shard's backlog is zero; returns the backlog left at the timeout."""
@@ -268,7 +373,8 @@ class Drainer:
                 return backlog
             report = self.drain_all(budget_s=max(0.1, min(5.0, stop - time.monotonic())))
             if not report.batches:
-                time.sleep(poll_s)  # leased by another drainer, or waiting to reclaim
+                # leased by another drainer, waiting to reclaim, or backing off
+                time.sleep(min(max(poll_s, report.retry_in_s), max(0.0, stop - time.monotonic())))
 
     # --- observation -------------------------------------------------------------------------
 
@@ -300,10 +406,7 @@ def shard_status(client: redis.Redis, keys: Keys) -> list[ShardStatus]:
             continue
         length = int(stream["length"])
         group = (
-            next(
-                (g for g in groups if g["name"] == CONSUMER_GROUP),
-                None,
-            )
+            next((g for g in groups if g["name"] == CONSUMER_GROUP), None)
             if not isinstance(groups, Exception)
             else None
         )

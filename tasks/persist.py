@@ -3,30 +3,18 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
 from typing import Any
 
-from celery import shared_task
+from celery import current_app
 
-from core.errors import TransientError
+from core.wal import DrainReport
+from tasks.base import family_task
 from worker.runtime import runtime
 
 log = logging.getLogger(__name__)
 
 
-@shared_task(name="persist.flush", ignore_result=True)
-def flush() -> dict[str, Any]:
-    """Drain every shard with a backlog, within the flush budget (beat runs this every second).
-
-    Apps that want their saves pushed sooner can ``send_task("persist.flush")``: the WAL entry
-    is the save request, so the task carries no arguments and no message content.
-    """
-    try:
-        report = runtime().drainer.drain_all()
-    except TransientError as exc:
-        # Entries stay pending in the WAL; the next tick (or a reclaim) picks them up again.
-        log.warning("flush stopped early, will resume: %s", exc)
-        return {"error": str(exc)}
+def _after_pass(report: DrainReport) -> None:
     if report.batches:
         log.info(
             "flushed %s messages (%s replayed, %s dead-lettered) from shards %s",
@@ -35,4 +23,20 @@ def flush() -> dict[str, Any]:
             report.dead_lettered,
             sorted(report.shards),
         )
-    return asdict(report)
+    # Sessions that crossed their summary trigger, now durable: one summary each. The task
+    # carries ids only; it reads the messages itself.
+    for tenant, session_id in sorted(report.summarize):
+        current_app.send_task("llm.summarize", args=[tenant, session_id], queue="llm")
+
+
+@family_task("persist.flush")
+def flush() -> dict[str, Any]:
+    """Drain every shard with a backlog for one flush budget (beat runs this every second).
+
+    Apps that want their saves pushed sooner can ``send_task("persist.flush")``: the WAL entry
+    is the save request, so the task carries no arguments and no message content. While the
+    durable store fails, entries stay in the WAL and the drainer backs off (``core.backoff``).
+    """
+    current = runtime()
+    report = current.drainer.run_for(current.settings.flush_budget_s, on_report=_after_pass)
+    return {"persisted": report.persisted, "error": report.error}

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import redis
 
+from config.celery import family_queues
 from core.errors import ConfigurationError
 
 
@@ -79,12 +80,17 @@ def celery_command(*args: str) -> list[str]:
 
 
 def worker_command(
-    queues: Sequence[str], *, concurrency: int = 2, name: str = "memscribe", loglevel: str = "INFO"
+    families: Sequence[str],
+    *,
+    concurrency: int = 2,
+    name: str = "memscribe",
+    loglevel: str = "INFO",
 ) -> list[str]:
+    """A worker for task ``families`` ("persist", "llm", ...): their queues and retry queues."""
     return celery_command(
         "worker",
         "-Q",
-        ",".join(queues),
+        ",".join(queue for family in families for queue in family_queues(family)),
         "-c",
         str(concurrency),
         "-n",

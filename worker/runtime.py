@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 from config.settings import Settings, get_settings
 from core.client import redis_from_url
 from core.db import make_engine
+from core.keys import Keys
 from core.wal import Drainer
 
 
@@ -29,6 +30,10 @@ class Runtime:
     @cached_property
     def engine(self) -> Engine:
         return make_engine(self.settings.database_url)
+
+    @cached_property
+    def keys(self) -> Keys:
+        return Keys(self.settings.key_prefix, self.settings.shards)
 
     @cached_property
     def drainer(self) -> Drainer:

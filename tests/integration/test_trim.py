@@ -69,7 +69,9 @@ def test_trim_never_drops_unacked_entries(appends: list[int], seed: int) -> None
         ]
         to_ack = [entry_id for entry_id in pending if rng.random() < 0.5]
         if to_ack:
-            memory.scripts.ack_trim(keys=[wal], args=[CONSUMER_GROUP, *to_ack])
+            memory.scripts.ack_trim(
+                keys=[wal, memory.keys.failing(0)], args=[CONSUMER_GROUP, *to_ack]
+            )
             acked |= set(to_ack)
         del delivered
     everything = {e for e, _ in client.xrange(wal)}

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from config.celery import QUEUES
+from config.celery import QUEUES, family_queues
 from config.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -143,10 +143,10 @@ def test_minio_serves_api_and_console(services: dict[str, dict[str, Any]]) -> No
 def test_worker_consumes_its_queue(
     services: dict[str, dict[str, Any]], name: str, queue: str
 ) -> None:
-    """Each worker service runs ``celery -A worker.app worker`` on exactly its own queue."""
+    """Each worker service runs ``celery -A worker.app worker`` on its family's queues."""
     args = argv(services[name])
     assert args[:4] == ["celery", "-A", "worker.app", "worker"]
-    assert option(args, "-Q") == queue
+    assert option(args, "-Q") == ",".join(family_queues(queue))
     assert option(args, "-n") == f"{queue}@%h"
 
 
@@ -276,5 +276,5 @@ def test_dockerfile_default_command_is_persist_worker(dockerfile: list[tuple[str
     assert len(cmds) == 1
     command = yaml.safe_load(cmds[0])  # the exec form is a JSON array
     assert command[:4] == ["celery", "-A", "worker.app", "worker"]
-    assert option(command, "-Q") == "persist"
+    assert option(command, "-Q") == "persist,persist.retry"
     assert "TIKTOKEN_CACHE_DIR" in {args.split("=")[0] for i, args in dockerfile if i == "ENV"}

@@ -1,0 +1,188 @@
+"""Dead letters: WAL entries the durable store will not take, and tasks out of retries.
+
+WAL dead letters live in a stream per shard (``ms:{shard}:dead``) beside the WAL, so a replay
+moves an entry back atomically. Task dead letters live in ``ms:dead:tasks`` and record the task
+name and its arguments, which are ids only (tasks never carry message content).
+Listings show ids, errors, counts and times, never message content.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from core.errors import ValidationError
+from core.keys import Keys
+from core.scripts import Scripts
+
+ENTRY_ID = r"\d+-\d+"
+DEAD_ID = re.compile(rf"wal:(\d+):({ENTRY_ID})|task:({ENTRY_ID})")
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One dead letter. ``id`` is what ``memscribe dlq replay|drop`` take."""
+
+    id: str
+    kind: str  # "wal" or "task"
+    error: str
+    attempts: int  # deliveries of a WAL entry, or runs of a task
+    first_failed_ms: int
+    last_failed_ms: int
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def wal_record(
+    fields: dict[str, str],
+    *,
+    entry_id: str,
+    error: str,
+    deliveries: int,
+    first_failed_ms: int,
+    now_ms: int,
+) -> dict[str, str | int]:
+    """The dead-letter stream fields for a WAL entry (its q and d are kept for replay)."""
+    return {
+        **fields,
+        "entry_id": entry_id,
+        "error": error[:1000],
+        "deliveries": deliveries,
+        "first_failed_ms": first_failed_ms,
+        "last_failed_ms": now_ms,
+    }
+
+
+def record_task(
+    client: redis.Redis,
+    keys: Keys,
+    *,
+    task: str,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    error: str,
+    runs: int,
+    first_failed_ms: int | None = None,
+) -> str:
+    """Record a task that will not be retried again; returns its dead-letter id."""
+    now_ms = int(time.time() * 1000)
+    entry_id = client.xadd(
+        keys.task_dead_letters(),
+        {
+            "task": task,
+            "args": json.dumps(args),
+            "kwargs": json.dumps(kwargs),
+            "error": error[:1000],
+            "runs": runs,
+            "first_failed_ms": first_failed_ms or now_ms,
+            "last_failed_ms": now_ms,
+        },
+    )
+    return f"task:{entry_id!s}"
+
+
+def _wal_dead_letter(shard: int, entry_id: str, fields: dict[str, str]) -> DeadLetter:
+    detail: dict[str, Any] = {"shard": shard, "entry_id": fields.get("entry_id")}
+    try:
+        record = json.loads(fields.get("d", ""))
+        detail |= {
+            "message_id": record.get("id"),
+            "tenant": record.get("t"),
+            "session_id": record.get("s"),
+            "seq": int(fields.get("q", 0)),
+        }
+    except (ValueError, AttributeError):
+        detail["unparsable"] = True
+    return DeadLetter(
+        id=f"wal:{shard}:{entry_id}",
+        kind="wal",
+        error=fields.get("error", ""),
+        attempts=int(fields.get("deliveries", 1)),
+        first_failed_ms=int(fields.get("first_failed_ms", 0)),
+        last_failed_ms=int(fields.get("last_failed_ms", 0)),
+        detail=detail,
+    )
+
+
+def _task_dead_letter(entry_id: str, fields: dict[str, str]) -> DeadLetter:
+    return DeadLetter(
+        id=f"task:{entry_id}",
+        kind="task",
+        error=fields.get("error", ""),
+        attempts=int(fields.get("runs", 1)),
+        first_failed_ms=int(fields.get("first_failed_ms", 0)),
+        last_failed_ms=int(fields.get("last_failed_ms", 0)),
+        detail={
+            "task": fields.get("task"),
+            "args": json.loads(fields.get("args", "[]")),
+            "kwargs": json.loads(fields.get("kwargs", "{}")),
+        },
+    )
+
+
+def list_dead_letters(client: redis.Redis, keys: Keys, *, limit: int = 1000) -> list[DeadLetter]:
+    """Every dead letter (up to ``limit`` per stream), oldest first within each stream."""
+    with client.pipeline(transaction=False) as pipe:
+        for shard in range(keys.shards):
+            pipe.xrange(keys.dead_letters(shard), count=limit)
+        pipe.xrange(keys.task_dead_letters(), count=limit)
+        replies = pipe.execute()
+    letters = [
+        _wal_dead_letter(shard, entry_id, fields)
+        for shard, entries in enumerate(replies[:-1])
+        for entry_id, fields in entries
+    ]
+    letters += [_task_dead_letter(entry_id, fields) for entry_id, fields in replies[-1]]
+    return letters
+
+
+def counts(client: redis.Redis, keys: Keys) -> dict[str, int]:
+    with client.pipeline(transaction=False) as pipe:
+        for shard in range(keys.shards):
+            pipe.xlen(keys.dead_letters(shard))
+        pipe.xlen(keys.task_dead_letters())
+        replies = [int(n) for n in pipe.execute()]
+    return {"wal": sum(replies[:-1]), "task": replies[-1]}
+
+
+def parse_id(dead_id: str, keys: Keys) -> tuple[str, int | None, str]:
+    """("wal", shard, entry id) or ("task", None, entry id); ValidationError otherwise."""
+    match = DEAD_ID.fullmatch(dead_id)
+    if match is None:
+        raise ValidationError(
+            "id", f"must look like wal:<shard>:<ms>-<n> or task:<ms>-<n>; got {dead_id!r}"
+        )
+    if match.group(3):
+        return "task", None, match.group(3)
+    shard = int(match.group(1))
+    if shard >= keys.shards:
+        raise ValidationError("id", f"shard {shard} does not exist (there are {keys.shards})")
+    return "wal", shard, match.group(2)
+
+
+def replay_wal(client: redis.Redis, keys: Keys, scripts: Scripts, dead_id: str) -> bool:
+    """Put a WAL dead letter back into its WAL (atomic move). False if it is already gone."""
+    kind, shard, entry_id = parse_id(dead_id, keys)
+    if kind != "wal" or shard is None:
+        raise ValidationError("id", f"{dead_id} is not a WAL dead letter")
+    moved = scripts.replay(keys=[keys.dead_letters(shard), keys.wal(shard)], args=[entry_id])
+    return bool(moved)
+
+
+def get_task(client: redis.Redis, keys: Keys, dead_id: str) -> DeadLetter | None:
+    kind, _, entry_id = parse_id(dead_id, keys)
+    if kind != "task":
+        raise ValidationError("id", f"{dead_id} is not a task dead letter")
+    found: Any = client.xrange(keys.task_dead_letters(), entry_id, entry_id)
+    return _task_dead_letter(entry_id, found[0][1]) if found else None
+
+
+def drop(client: redis.Redis, keys: Keys, dead_id: str) -> bool:
+    """Delete a dead letter for good. False if it is already gone."""
+    _kind, shard, entry_id = parse_id(dead_id, keys)
+    stream = keys.task_dead_letters() if shard is None else keys.dead_letters(shard)
+    return bool(client.xdel(stream, entry_id))
