@@ -89,9 +89,26 @@ def run_demo(
             processes.stop(process)
 
 
+def _wait_until_live(client: MemoryClient, tenant: str, timeout_s: float = 60) -> None:
+    """Append one message and wait until a worker has made it durable: the pipeline is up."""
+    probe = client.append("warm-up", "system", "is the pipeline live?", tenant=tenant)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with client.engine.connect() as connection:
+            found = connection.execute(
+                select(func.count()).where(messages.c.message_id == probe.message_id)
+            ).scalar_one()
+        if found:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"no worker made a message durable within {timeout_s:.0f}s (see var/demo/)")
+
+
 def _drive(settings: Settings, *, sessions: int, total: int, appenders: int) -> int:
     client = MemoryClient.from_settings(settings)
     tenant = f"demo-{uuid.uuid4().hex[:8]}"
+    with console.status("waiting for the worker to drain its first message"):
+        _wait_until_live(client, f"{tenant}-warmup")
     session_ids = [f"chat-{i:04d}" for i in range(sessions)]
     latencies_ms: list[float] = []
     lock = threading.Lock()

@@ -125,13 +125,11 @@ def start(
 
 
 def stop(process: subprocess.Popen[bytes], *, timeout_s: float = 15) -> None:
-    """SIGTERM the process group (a warm shutdown for Celery), SIGKILL after ``timeout_s``."""
+    """SIGTERM the process (a warm shutdown for Celery: it stops its own children), then
+    SIGKILL the whole group after ``timeout_s``."""
     if process.poll() is not None:
         return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
+    process.terminate()
     try:
         process.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
