@@ -61,7 +61,9 @@ messages = Table(
     Column("role", String(16), nullable=False),
     Column("content", Text, nullable=False),
     Column("tokens", Integer, nullable=False),
-    Column("metadata", JSONDocument, nullable=True),
+    # json, not jsonb: jsonb rewrites numbers (2.5e16 comes back as an integer) and key order;
+    # json keeps the text the app sent, so metadata round-trips exactly.
+    Column("metadata", JSON, nullable=True),
     # created_at is the append time (the client's clock); persisted_at is set by the database
     # when the row is written, so append-to-durable lag is measurable from the data itself.
     Column("created_at", DateTime(timezone=True), nullable=False),

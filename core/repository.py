@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg2
 import sqlalchemy.exc
 from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -41,7 +42,7 @@ _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\
 _STAGING_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS ms_stage_messages (
     message_id text, tenant text, session_id text, seq bigint, role text, content text,
-    tokens integer, metadata jsonb, created_at timestamptz
+    tokens integer, metadata json, created_at timestamptz
 ) ON COMMIT DELETE ROWS
 """
 _MOVE_STAGED = f"""
@@ -70,28 +71,36 @@ class MessageRow:
         return {name: getattr(self, name) for name in MESSAGE_COLUMNS}
 
 
+def describe(error: BaseException) -> str:
+    """A driver error without its DETAIL: PostgreSQL's detail quotes the failing row, i.e.
+    message content, which must never reach logs or dead-letter records."""
+    diag = getattr(error, "diag", None)
+    primary = getattr(diag, "message_primary", None)
+    if primary:
+        code = getattr(error, "pgcode", None)
+        return f"{code} {primary}" if code else str(primary)
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else error.__class__.__name__
+
+
 @contextmanager
 def translate_errors() -> Iterator[None]:
     """Turn driver errors into memscribe's transient/permanent classes."""
     try:
         yield
     except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.DataError) as exc:
-        raise PermanentError(str(exc.orig)) from exc
+        raise PermanentError(describe(exc.orig)) from None
     except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as exc:
-        raise TransientError(str(exc.orig)) from exc
+        raise TransientError(describe(exc.orig)) from None
     except sqlalchemy.exc.DBAPIError as exc:
         if exc.connection_invalidated:
-            raise TransientError(str(exc.orig)) from exc
-        raise PermanentError(str(exc.orig)) from exc
-    except Exception as exc:
-        # Errors raised by the raw psycopg2 cursor (COPY) are not wrapped by SQLAlchemy.
-        import psycopg2
-
-        if isinstance(exc, psycopg2.IntegrityError | psycopg2.DataError):
-            raise PermanentError(str(exc)) from exc
-        if isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError):
-            raise TransientError(str(exc)) from exc
-        raise
+            raise TransientError(describe(exc.orig)) from None
+        raise PermanentError(describe(exc.orig)) from None
+    except (psycopg2.IntegrityError, psycopg2.DataError) as exc:
+        # Errors of the raw psycopg2 cursor (COPY) are not wrapped by SQLAlchemy.
+        raise PermanentError(describe(exc)) from None
+    except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+        raise TransientError(describe(exc)) from None
 
 
 def _copy_field(value: object) -> str:

@@ -1,4 +1,4 @@
-"""The ``memscribe`` command line: migrate, flush, status, demo."""
+"""The ``memscribe`` command line: migrate, flush, status, dlq, demo."""
 
 from __future__ import annotations
 
@@ -12,11 +12,14 @@ from rich.console import Console
 from rich.table import Table
 
 from config.settings import Settings, get_settings
+from core import deadletters
+from core.backoff import Backoff
 from core.client import redis_from_url
 from core.db import make_engine, migrate
 from core.errors import MemscribeError
 from core.keys import Keys
 from core.wal import Drainer, shard_status
+from worker import dlq
 
 console = Console()
 
@@ -46,9 +49,17 @@ def cmd_flush(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
-    shards = shard_status(
-        redis_from_url(settings.redis_url), Keys(settings.key_prefix, settings.shards)
-    )
+    client = redis_from_url(settings.redis_url)
+    keys = Keys(settings.key_prefix, settings.shards)
+    shards = shard_status(client, keys)
+    dead = deadletters.counts(client, keys)
+    failing = Backoff(
+        client,
+        keys.backoff("store"),
+        base_ms=settings.store_backoff_base_ms,
+        cap_s=settings.store_backoff_cap_s,
+    ).state()
+    store = {"failing": failing is not None, **(asdict(failing) if failing else {})}
     totals = {
         "length": sum(s.length for s in shards),
         "pending": sum(s.pending for s in shards),
@@ -62,7 +73,8 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     }
     if args.json:
         rows = [{**asdict(s), "backlog": s.backlog} for s in shards]
-        print(json.dumps({"shards": rows, "totals": totals}, indent=2))
+        document = {"shards": rows, "totals": totals, "dead_letters": dead, "store": store}
+        print(json.dumps(document, indent=2))
         return 0
     table = Table("shard", "length", "pending", "undelivered", "oldest pending (s)", "dead")
     for s in shards:
@@ -76,7 +88,15 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
             str(s.dead_letters),
         )
     console.print(table)
-    console.print(f"backlog {totals['backlog']}, dead letters {totals['dead_letters']}")
+    console.print(
+        f"backlog {totals['backlog']}; dead letters: {dead['wal']} WAL entries, "
+        f"{dead['task']} tasks (memscribe dlq list)"
+    )
+    if failing:
+        console.print(
+            f"[red]durable store failing ({failing.failures} times in a row), next attempt in "
+            f"{failing.retry_in_s:.1f}s: {failing.last_error}[/red]"
+        )
     return 0
 
 
@@ -101,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--sessions", type=int, default=300)
     demo.add_argument("--messages", type=int, default=6000)
     demo.add_argument("--appenders", type=int, default=4)
+    dlq.add_parser(commands)
     return parser
 
 
@@ -110,8 +131,9 @@ HANDLERS = {"migrate": cmd_migrate, "flush": cmd_flush, "status": cmd_status, "d
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    handler = getattr(args, "handler", None) or HANDLERS[args.command]
     try:
-        return HANDLERS[args.command](get_settings(), args)
+        return int(handler(get_settings(), args))
     except MemscribeError as exc:
         console.print(f"[red]memscribe: {exc}[/red]")
         return 2

@@ -42,7 +42,7 @@ def upgrade() -> None:
         sa.Column("role", sa.String(16), nullable=False),
         sa.Column("content", sa.Text, nullable=False),
         sa.Column("tokens", sa.Integer, nullable=False),
-        sa.Column("metadata", JSONDocument, nullable=True),
+        sa.Column("metadata", sa.JSON, nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column(
             "persisted_at",
