@@ -71,9 +71,11 @@ class MessageRow:
         return {name: getattr(self, name) for name in MESSAGE_COLUMNS}
 
 
-def describe(error: BaseException) -> str:
+def describe(error: BaseException | None) -> str:
     """A driver error without its DETAIL: PostgreSQL's detail quotes the failing row, i.e.
     message content, which must never reach logs or dead-letter records."""
+    if error is None:
+        return "unknown database error"
     diag = getattr(error, "diag", None)
     primary = getattr(diag, "message_primary", None)
     if primary:

@@ -319,11 +319,17 @@ class Drainer:
         """
         deadline = time.monotonic() + (budget_s or self.settings.flush_budget_s)
         report = DrainReport()
-        wait_s = self.backoff.wait_s()
+        try:
+            wait_s = self.backoff.wait_s()
+            busy = [] if wait_s else [status.shard for status in self.status() if status.backlog]
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            # Redis is the WAL: while it is away there is nothing to drain. Appends fail too.
+            report.error = f"Redis unavailable: {exc}"
+            report.retry_in_s = 1.0
+            return report
         if wait_s:
             report.retry_in_s = wait_s
             return report
-        busy = [status.shard for status in self.status() if status.backlog]
         if not busy:
             return report
         random.shuffle(busy)
