@@ -30,6 +30,12 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             # A tick nobody picked up soon is worthless: the next one does the same work.
             "options": {"queue": "persist", "expires": max(5.0, interval * 5)},
         },
+        # Summaries deferred by a spent daily token budget are re-enqueued once it resets.
+        "llm-resume-deferred": {
+            "task": "llm.resume_deferred",
+            "schedule": 60.0,
+            "options": {"queue": "llm", "expires": 60},
+        },
     }
 
 

@@ -6,7 +6,7 @@ from functools import lru_cache
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -43,6 +43,34 @@ class Settings(BaseSettings):
     # How many recent message ids per session are remembered to make a retried append a no-op.
     dedupe_window: int = Field(default=128, ge=1, le=100_000)
     session_ttl_s: int = Field(default=30 * 24 * 3600, ge=60)
+
+    # --- summarization (defaults; per-session overrides via MemoryClient.configure_session) --
+    # A session whose unsummarized tokens reach this (and has no summary pending) crosses the
+    # trigger: the append marks its WAL entry and the drainer enqueues llm.summarize.
+    summary_trigger_tokens: int = Field(default=3000, ge=1)
+    # The buffer's token cap (beside buffer_max_messages): the oldest messages leave the buffer
+    # past it, still unsummarized (the fold reads them from the durable store).
+    buffer_max_tokens: int = Field(default=4000, ge=1)
+    # The newest turns a fold leaves verbatim in the buffer (must stay below the trigger).
+    keep_recent_tokens: int = Field(default=1000, ge=0)
+    # "auto": OpenAI when openai_api_key is set, else the local extractive summarizer.
+    summarizer: Literal["auto", "openai", "local"] = "auto"
+    openai_api_key: SecretStr = SecretStr("")
+    # Empty: OpenAI's API. Any OpenAI-compatible server: http://host:port/v1
+    openai_base_url: str = ""
+    # Empty: the same model as MEMSCRIBE_MODEL.
+    summary_model: str = ""
+    llm_timeout_s: float = Field(default=30.0, gt=0)
+    summary_max_tokens: int = Field(default=512, ge=16)
+    # The largest fold one LLM call takes; a longer backlog is folded over several crossings.
+    summary_max_input_tokens: int = Field(default=12_000, ge=64)
+    # One summarize holds the session's lease this long at most (covers the LLM call).
+    summary_lease_s: float = Field(default=120.0, gt=0)
+    # A pending summary older than this is presumed lost (its task dropped) and the next
+    # append past the trigger asks again.
+    summary_pending_timeout_s: float = Field(default=3600.0, gt=0)
+    # Tokens (prompt + completion) one tenant may spend on summaries per UTC day; 0: no limit.
+    tenant_daily_token_budget: int = Field(default=0, ge=0)
 
     # --- input limits ------------------------------------------------------------------------
     max_content_bytes: int = Field(default=65_536, ge=1)
@@ -85,6 +113,27 @@ class Settings(BaseSettings):
                 f"countdown or task time limit ({longest_s:g} s)"
             )
         return self
+
+    @model_validator(mode="after")
+    def _summaries_make_progress(self) -> Settings:
+        # A crossing must always leave something to fold, or "one LLM call per crossing" fails.
+        if self.keep_recent_tokens >= self.summary_trigger_tokens:
+            raise ValueError(
+                f"keep_recent_tokens ({self.keep_recent_tokens}) must be below "
+                f"summary_trigger_tokens ({self.summary_trigger_tokens})"
+            )
+        # The session lease must outlive the LLM call it covers, or a second holder could fold
+        # while the first still waits for its answer.
+        if self.summary_lease_s <= 2 * self.llm_timeout_s:
+            raise ValueError(
+                f"summary_lease_s ({self.summary_lease_s:g}) must exceed twice llm_timeout_s "
+                f"({self.llm_timeout_s:g})"
+            )
+        return self
+
+    @property
+    def summary_model_name(self) -> str:
+        return self.summary_model or self.model
 
     @property
     def is_sqlite(self) -> bool:

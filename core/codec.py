@@ -46,12 +46,18 @@ def buffer_item(seq: int, tokens: int, body: str) -> str:
     return f"{seq}:{tokens}:{body}"
 
 
+def split_buffer_item(item: str) -> tuple[int, int, str]:
+    """A buffer item's (seq, tokens, json record)."""
+    seq, tokens, body = item.split(":", 2)
+    return int(seq), int(tokens), body
+
+
 def decode_buffer_item(item: str) -> Message:
-    seq, _tokens, body = item.split(":", 2)
+    seq, _tokens, body = split_buffer_item(item)
     record = json.loads(body)
     return Message(
         message_id=record["id"],
-        seq=int(seq),
+        seq=seq,
         role=record["r"],
         content=record["c"],
         tokens=record["k"],

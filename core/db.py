@@ -15,6 +15,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Column,
+    Date,
     DateTime,
     Engine,
     Index,
@@ -71,6 +72,40 @@ messages = Table(
     Column("expires_at", DateTime(timezone=True), nullable=True),
     PrimaryKeyConstraint("tenant", "session_id", "seq", name="pk_messages"),
     UniqueConstraint("message_id", name="uq_messages_message_id"),
+)
+
+# The history of a session's rolling summary: each row folds messages from_seq..covers_through_seq
+# into the summary that covered everything before from_seq. Idempotent on covers_through_seq.
+summaries = Table(
+    "summaries",
+    metadata,
+    Column("tenant", ID, nullable=False),
+    Column("session_id", ID, nullable=False),
+    Column("covers_through_seq", BigInteger, nullable=False),
+    Column("from_seq", BigInteger, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("tokens", Integer, nullable=False),
+    # Tokens of the messages folded (from_seq..covers_through_seq), so an adopted summary can
+    # lower the session's unsummarized total without reading those messages again.
+    Column("folded_tokens", Integer, nullable=False),
+    Column("model", String(128), nullable=False),
+    Column("prompt_tokens", Integer, nullable=False, server_default="0"),
+    Column("completion_tokens", Integer, nullable=False, server_default="0"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("tenant", "session_id", "covers_through_seq", name="pk_summaries"),
+)
+
+# LLM tokens spent per tenant, UTC day and model (summaries today; consolidation later).
+llm_usage = Table(
+    "llm_usage",
+    metadata,
+    Column("tenant", ID, nullable=False),
+    Column("day", Date, nullable=False),
+    Column("model", String(128), nullable=False),
+    Column("calls", BigInteger, nullable=False, server_default="0"),
+    Column("prompt_tokens", BigInteger, nullable=False, server_default="0"),
+    Column("completion_tokens", BigInteger, nullable=False, server_default="0"),
+    PrimaryKeyConstraint("tenant", "day", "model", name="pk_llm_usage"),
 )
 
 

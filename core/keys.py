@@ -24,9 +24,36 @@ class SessionKeys:
     buffer: str
     recent_ids: str
     wal: str
+    # Per-session memory settings (configure_session); read by append.lua, survives a cold meta.
+    config: str
+    # Summarize lease (holds the fencing token) and the draft of a summary not yet committed.
+    summary_lease: str
+    summary_draft: str
+    # The shard's index of sessions with a summary pending (member "<tenant>/<session_id>").
+    summary_pending: str
+    tenant: str = ""
+    session_id: str = ""
 
     def all(self) -> list[str]:
-        return [self.meta, self.buffer, self.recent_ids, self.wal]
+        """Every key a script of this session may touch (one slot)."""
+        return [*self.own(), self.wal, self.summary_pending]
+
+    def own(self) -> list[str]:
+        """The keys that belong to this session alone (the WAL and the pending index are shared
+        by the shard)."""
+        return [
+            self.meta,
+            self.buffer,
+            self.recent_ids,
+            self.config,
+            self.summary_lease,
+            self.summary_draft,
+        ]
+
+    @property
+    def member(self) -> str:
+        """This session in the shard's pending index: "<tenant>/<session_id>"."""
+        return f"{self.tenant}/{self.session_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +77,12 @@ class Keys:
             buffer=f"{base}:buf",
             recent_ids=f"{base}:ids",
             wal=self.wal(shard),
+            config=f"{base}:cfg",
+            summary_lease=f"{base}:slease",
+            summary_draft=f"{base}:sdraft",
+            summary_pending=self.summary_pending(shard),
+            tenant=tenant,
+            session_id=session_id,
         )
 
     def wal(self, shard: int) -> str:
@@ -64,6 +97,26 @@ class Keys:
     def failing(self, shard: int) -> str:
         """Hash: WAL entry id -> when it was first found failing (for dead-letter records)."""
         return f"{self.tag(shard)}:failing"
+
+    def summary_pending(self, shard: int) -> str:
+        """Zset: "<tenant>/<session_id>" -> ms when its pending summary was requested."""
+        return f"{self.tag(shard)}:sumq"
+
+    def llm_usage(self, tenant: str, day: str) -> str:
+        """Hash: one tenant's LLM tokens (prompt, completion) and calls on a UTC day (YYYYMMDD)."""
+        return f"{self.prefix}:usage:{tenant}:{day}"
+
+    def tenant_budgets(self) -> str:
+        """Hash: tenant -> daily token budget, overriding MEMSCRIBE_TENANT_DAILY_TOKEN_BUDGET."""
+        return f"{self.prefix}:budgets"
+
+    def deferred_tenants(self) -> str:
+        """Set: tenants with summaries deferred because their daily budget is spent."""
+        return f"{self.prefix}:deferred"
+
+    def deferred_sessions(self, tenant: str) -> str:
+        """Zset: one tenant's deferred sessions -> ms when deferred."""
+        return f"{self.prefix}:deferred:{tenant}"
 
     def task_dead_letters(self) -> str:
         return f"{self.prefix}:dead:tasks"

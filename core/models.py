@@ -11,10 +11,12 @@ import math
 import os
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from config.settings import Settings
 from core.errors import ValidationError
 
 ROLES = ("user", "assistant", "system", "tool")
@@ -41,23 +43,119 @@ class Message:
 
 @dataclass(frozen=True, slots=True)
 class AppendResult:
-    """What ``append`` returns. ``duplicate`` is true when ``message_id`` was already stored."""
+    """What ``append`` returns. ``duplicate`` is true when ``message_id`` was already stored;
+    ``summary_triggered`` when this append crossed the session's summary trigger."""
 
     message_id: str
     seq: int
     tokens: int
     duplicate: bool = False
+    summary_triggered: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Context:
-    """What a prompt needs: the rolling summary and the recent messages after it."""
+    """What a prompt needs: the rolling summary and the recent messages after it.
+
+    ``summary`` covers seq 1..``covers_through_seq``; ``messages`` are the buffered messages
+    after it, oldest first. ``tokens`` is the whole context: the summary (counted as a system
+    message) plus the messages. ``omitted_messages`` counts messages after the summary that are
+    not in ``messages``: they left the buffer by its caps before a summary folded them, are in
+    the durable store, and the next summary folds them.
+    """
 
     messages: list[Message] = field(default_factory=list)
     summary: str | None = None
     tokens: int = 0
     # True when Redis had nothing and the durable store answered (and Redis was re-warmed).
     from_durable_store: bool = False
+    summary_tokens: int = 0
+    covers_through_seq: int = 0
+    omitted_messages: int = 0
+
+
+# SessionMemorySettings field -> its field in the session's config hash (read by append.lua).
+MEMORY_SETTING_FIELDS = {
+    "summary_trigger_tokens": "trigger",
+    "buffer_max_messages": "max_messages",
+    "buffer_max_tokens": "max_tokens",
+    "keep_recent_tokens": "keep_recent",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SessionMemorySettings:
+    """A session's effective memory settings: global defaults, then its own overrides."""
+
+    summary_trigger_tokens: int
+    buffer_max_tokens: int
+    buffer_max_messages: int
+    keep_recent_tokens: int
+
+    def with_overrides(self, stored: Mapping[str, str]) -> SessionMemorySettings:
+        """These defaults overridden by a session's config hash."""
+        values = {
+            name: int(stored[field]) if field in stored else getattr(self, name)
+            for name, field in MEMORY_SETTING_FIELDS.items()
+        }
+        return SessionMemorySettings(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryStats:
+    """What ``memory_stats`` reports about one session."""
+
+    in_redis: bool
+    last_seq: int
+    buffered_messages: int
+    buffered_tokens: int
+    # Tokens of every message after the summary, buffered or not: what the trigger compares.
+    unsummarized_tokens: int
+    covers_through_seq: int
+    summary_count: int
+    summary_tokens: int
+    last_summary_at: datetime | None
+    summary_pending: bool
+    # Appends that crossed the trigger, and request_summary() calls that asked, in Redis.
+    crossings: int
+    requests: int
+    settings: SessionMemorySettings
+
+
+def memory_defaults(settings: Settings) -> SessionMemorySettings:
+    """The global defaults every session starts from."""
+    return SessionMemorySettings(
+        summary_trigger_tokens=settings.summary_trigger_tokens,
+        buffer_max_tokens=settings.buffer_max_tokens,
+        buffer_max_messages=settings.buffer_max_messages,
+        keep_recent_tokens=settings.keep_recent_tokens,
+    )
+
+
+MEMORY_SETTING_MAX = 10_000_000
+
+
+def validate_memory_settings(values: SessionMemorySettings) -> SessionMemorySettings:
+    """The rules configure_session applies; the same ones Settings applies to the defaults."""
+    for name in SessionMemorySettings.__slots__:
+        value = getattr(values, name)
+        low = 0 if name == "keep_recent_tokens" else 1
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValidationError(name, f"must be an integer, got {type(value).__name__}")
+        if not low <= value <= MEMORY_SETTING_MAX:
+            raise ValidationError(name, f"must be {low}..{MEMORY_SETTING_MAX}, got {value}")
+    if values.buffer_max_messages > 10_000:
+        raise ValidationError(
+            "buffer_max_messages", f"must be 1..10000, got {values.buffer_max_messages}"
+        )
+    if values.keep_recent_tokens >= values.summary_trigger_tokens:
+        # A crossing must leave something to fold, or it would cost an LLM call for nothing.
+        raise ValidationError(
+            "keep_recent_tokens",
+            f"must be below summary_trigger_tokens ({values.summary_trigger_tokens}), "
+            f"got {values.keep_recent_tokens}",
+        )
+    return values
 
 
 def validate_id(name: str, value: object) -> str:

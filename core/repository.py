@@ -1,7 +1,8 @@
 """Bulk writes and reads of the durable store.
 
-On PostgreSQL a batch is COPYed into a temporary staging table and moved with one
-``INSERT ... SELECT ... ON CONFLICT (message_id) DO NOTHING``; on SQLite it is one executemany.
+On PostgreSQL a batch is COPYed into a temporary staging table; one statement upserts the
+batch's sessions from it (aggregated by PostgreSQL) and one ``INSERT ... SELECT ... ON CONFLICT
+(message_id) DO NOTHING`` moves the messages. On SQLite it is one executemany.
 Only a repeated ``message_id`` is skipped: a different message that collides on
 ``(tenant, session_id, seq)`` raises, so it is dead-lettered instead of silently dropped.
 """
@@ -19,7 +20,6 @@ from typing import Any
 import psycopg2
 import sqlalchemy.exc
 from sqlalchemy import Connection, Engine, func, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from core.db import messages, sessions
@@ -37,17 +37,37 @@ MESSAGE_COLUMNS = (
     "metadata",
     "created_at",
 )
+# The staging table also carries subject_id, which belongs to the session, not the message.
+_STAGED_COLUMNS = ", ".join((*MESSAGE_COLUMNS, "subject_id"))
 # COPY's text format: backslash, tab, newline and carriage return are escaped; \N is NULL.
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_NULL = "\\N"
+# ON COMMIT DELETE ROWS: the rows of one batch never outlive its transaction (a rollback drops
+# them too), so the table is empty whenever a batch starts.
 _STAGING_DDL = """
-CREATE TEMP TABLE IF NOT EXISTS ms_stage_messages (
+CREATE TEMP TABLE IF NOT EXISTS ms_stage_batch (
     message_id text, tenant text, session_id text, seq bigint, role text, content text,
-    tokens integer, metadata json, created_at timestamptz
+    tokens integer, metadata json, created_at timestamptz, subject_id text
 ) ON COMMIT DELETE ROWS
+"""
+# A session has one subject (append.lua refuses another), so the first one in seq order is
+# the one. ORDER BY gives a fixed lock order: two drainers upserting sessions never deadlock.
+_UPSERT_STAGED_SESSIONS = """
+INSERT INTO sessions AS s (tenant, session_id, subject_id, created_at, updated_at, last_seq)
+SELECT tenant, session_id,
+       (array_agg(subject_id ORDER BY seq) FILTER (WHERE subject_id IS NOT NULL))[1],
+       min(created_at), max(created_at), max(seq)
+FROM ms_stage_batch
+GROUP BY tenant, session_id
+ORDER BY tenant, session_id
+ON CONFLICT (tenant, session_id) DO UPDATE SET
+    updated_at = greatest(s.updated_at, excluded.updated_at),
+    last_seq = greatest(s.last_seq, excluded.last_seq),
+    subject_id = coalesce(s.subject_id, excluded.subject_id)
 """
 _MOVE_STAGED = f"""
 INSERT INTO messages ({", ".join(MESSAGE_COLUMNS)}, persisted_at)
-SELECT {", ".join(MESSAGE_COLUMNS)}, clock_timestamp() FROM ms_stage_messages
+SELECT {", ".join(MESSAGE_COLUMNS)}, clock_timestamp() FROM ms_stage_batch
 ON CONFLICT (message_id) DO NOTHING
 """
 
@@ -105,34 +125,40 @@ def translate_errors() -> Iterator[None]:
         raise TransientError(describe(exc)) from None
 
 
-def _copy_field(value: object) -> str:
-    if value is None:
-        return "\\N"
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, dict):
-        value = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    return str(value).translate(_COPY_ESCAPES)
+def _text(value: str) -> str:
+    # Most fields need no escaping; four substring scans cost far less than a translate.
+    if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
+        return value.translate(_COPY_ESCAPES)
+    return value
 
 
-def _copy_messages(connection: Connection, rows: Sequence[MessageRow]) -> int:
-    buffer = io.StringIO()
-    for row in rows:
-        buffer.write("\t".join(_copy_field(getattr(row, name)) for name in MESSAGE_COLUMNS))
-        buffer.write("\n")
-    buffer.seek(0)
+def _copy_line(row: MessageRow) -> str:
+    """One row of COPY text format, in ``_STAGED_COLUMNS`` order."""
+    metadata = (
+        _NULL
+        if row.metadata is None
+        else _text(json.dumps(row.metadata, ensure_ascii=False, separators=(",", ":")))
+    )
+    subject = _NULL if row.subject_id is None else _text(row.subject_id)
+    return (
+        f"{_text(row.message_id)}\t{_text(row.tenant)}\t{_text(row.session_id)}\t{int(row.seq)}\t"
+        f"{_text(row.role)}\t{_text(row.content)}\t{int(row.tokens)}\t{metadata}\t"
+        f"{row.created_at.isoformat()}\t{subject}\n"
+    )
+
+
+def _persist_postgres(connection: Connection, rows: Sequence[MessageRow]) -> int:
+    """COPY the batch into staging; upsert its sessions and move its messages from there."""
+    buffer = io.StringIO("".join([_copy_line(row) for row in rows]))
     dbapi = connection.connection.dbapi_connection
     assert dbapi is not None
     cursor = dbapi.cursor()
     try:
         cursor.execute(_STAGING_DDL)
-        cursor.copy_expert(
-            f"COPY ms_stage_messages ({', '.join(MESSAGE_COLUMNS)}) FROM STDIN", buffer
-        )
+        cursor.copy_expert(f"COPY ms_stage_batch ({_STAGED_COLUMNS}) FROM STDIN", buffer)
+        cursor.execute(_UPSERT_STAGED_SESSIONS)
         cursor.execute(_MOVE_STAGED)
         inserted: int = cursor.rowcount
-        # ON COMMIT DELETE ROWS empties it at commit; clear now too in case of a savepoint retry.
-        cursor.execute("TRUNCATE ms_stage_messages")
     finally:
         cursor.close()
     return inserted
@@ -147,7 +173,8 @@ def _insert_messages_sqlite(connection: Connection, rows: Sequence[MessageRow]) 
     return max(result.rowcount, 0)
 
 
-def _upsert_sessions(connection: Connection, rows: Sequence[MessageRow]) -> None:
+def _upsert_sessions_sqlite(connection: Connection, rows: Sequence[MessageRow]) -> None:
+    # PostgreSQL does the same from the staging table (_UPSERT_STAGED_SESSIONS).
     by_session: dict[tuple[str, str], dict[str, Any]] = {}
     for row in rows:
         key = (row.tenant, row.session_id)
@@ -167,14 +194,8 @@ def _upsert_sessions(connection: Connection, rows: Sequence[MessageRow]) -> None
         current["last_seq"] = max(current["last_seq"], row.seq)
         current["subject_id"] = current["subject_id"] or row.subject_id
     values = [by_session[key] for key in sorted(by_session)]  # fixed order: no deadlocks
-    statement: Any
-    greatest: Any
-    if connection.dialect.name == "postgresql":
-        statement = pg_insert(sessions).values(values)
-        greatest = func.greatest
-    else:
-        statement = sqlite_insert(sessions).values(values)
-        greatest = func.max  # SQLite's two-argument max() is a scalar function
+    statement = sqlite_insert(sessions).values(values)
+    greatest = func.max  # SQLite's two-argument max() is a scalar function
     excluded = statement.excluded
     connection.execute(
         statement.on_conflict_do_update(
@@ -196,9 +217,9 @@ def persist_messages(engine: Engine, rows: Sequence[MessageRow]) -> int:
     if not rows:
         return 0
     with translate_errors(), engine.begin() as connection:
-        _upsert_sessions(connection, rows)
         if connection.dialect.name == "postgresql":
-            return _copy_messages(connection, rows)
+            return _persist_postgres(connection, rows)
+        _upsert_sessions_sqlite(connection, rows)
         return _insert_messages_sqlite(connection, rows)
 
 

@@ -26,6 +26,10 @@ class Scripts:
     ack_trim: Script
     lease: Script
     replay: Script
+    summary_begin: Script
+    summary_commit: Script
+    summary_end: Script
+    summary_request: Script
 
     @classmethod
     def register(cls, client: redis.Redis, *, preload: bool = True) -> Scripts:

@@ -7,12 +7,15 @@ its role and content. Encodings load once per process; offline machines point
 
 from __future__ import annotations
 
+import logging
 from functools import lru_cache
 from typing import Protocol
 
 import tiktoken
 
 from core.errors import ConfigurationError
+
+log = logging.getLogger(__name__)
 
 TOKENS_PER_MESSAGE = 3
 # Used when the configured model is unknown to tiktoken (a self-hosted OpenAI-compatible one).
@@ -67,6 +70,10 @@ def _load_encoding(model: str) -> tiktoken.Encoding:
         try:
             return tiktoken.encoding_for_model(model)
         except KeyError:
+            # Said out loud: counts for a self-hosted model are an approximation.
+            log.warning(
+                "tiktoken does not know model %r; counting tokens with %s", model, FALLBACK_ENCODING
+            )
             return tiktoken.get_encoding(FALLBACK_ENCODING)
     except Exception as exc:  # tiktoken raises requests/urllib errors when it cannot download
         raise ConfigurationError(

@@ -341,7 +341,10 @@ class Drainer:
                 report.add(self.drain_shard(shard, deadline=deadline))
         except TransientError as exc:
             report.error = str(exc)
-            report.retry_in_s = self.backoff.failed(str(exc))
+            try:
+                report.retry_in_s = self.backoff.failed(str(exc))
+            except redis.RedisError:
+                report.retry_in_s = 1.0  # Redis itself is away: nothing to drain meanwhile
             log.warning("durable store failing, next attempt in %.2fs: %s", report.retry_in_s, exc)
             return report
         self.backoff.succeeded()

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import pytest
 import redis
 import sqlalchemy as sa
+from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,7 +49,12 @@ BROKER_URL = broker_url_for(REDIS_URL)
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """The MEMSCRIBE_* environment that rebuilds ``settings`` in a subprocess."""
-    env = {f"MEMSCRIBE_{name.upper()}": str(value) for name, value in settings.model_dump().items()}
+    env = {
+        f"MEMSCRIBE_{name.upper()}": str(
+            value.get_secret_value() if isinstance(value, SecretStr) else value
+        )
+        for name, value in settings.model_dump().items()
+    }
     env["TIKTOKEN_CACHE_DIR"] = os.environ.get("TIKTOKEN_CACHE_DIR", "")
     env["PYTHONPATH"] = str(ROOT)
     return env
@@ -71,10 +77,10 @@ def _truncate(url: str) -> None:
     engine = make_engine(url)
     with engine.begin() as connection:
         if connection.dialect.name == "postgresql":
-            connection.execute(sa.text("TRUNCATE messages, sessions"))
+            connection.execute(sa.text("TRUNCATE messages, sessions, summaries, llm_usage"))
         else:
-            connection.execute(sa.text("DELETE FROM messages"))
-            connection.execute(sa.text("DELETE FROM sessions"))
+            for table in ("messages", "sessions", "summaries", "llm_usage"):
+                connection.execute(sa.text(f"DELETE FROM {table}"))
     engine.dispose()
 
 
@@ -207,3 +213,12 @@ def assert_exactly_once(url: str, appended: dict[str, tuple[str, str, int, str]]
         by_session.setdefault((row.tenant, row.session_id), []).append(row.seq)
     for key, seqs in by_session.items():
         assert sorted(seqs) == list(range(1, len(seqs) + 1)), f"seq gap in {key}"
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[Any]:
+    """A local OpenAI-compatible server on a free port (tests/fakes/openai_server.py)."""
+    from tests.fakes.openai_server import FakeOpenAI
+
+    with FakeOpenAI() as server:
+        yield server

@@ -8,5 +8,5 @@ import worker.signals  # noqa: F401  (registers the fork-safety handlers)
 from config.celery import celery_config
 from config.settings import get_settings
 
-app = Celery("memscribe", include=["tasks.persist"])
+app = Celery("memscribe", include=["tasks.persist", "tasks.llm"])
 app.config_from_object(celery_config(get_settings()))

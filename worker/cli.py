@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from dataclasses import asdict
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -18,6 +19,7 @@ from core.client import redis_from_url
 from core.db import make_engine, migrate
 from core.errors import MemscribeError
 from core.keys import Keys
+from core.summarizer import summarization_status
 from core.wal import Drainer, shard_status
 from worker import dlq
 
@@ -60,6 +62,7 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         cap_s=settings.store_backoff_cap_s,
     ).state()
     store = {"failing": failing is not None, **(asdict(failing) if failing else {})}
+    summaries = summarization_status(client, keys, settings)
     totals = {
         "length": sum(s.length for s in shards),
         "pending": sum(s.pending for s in shards),
@@ -73,7 +76,13 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     }
     if args.json:
         rows = [{**asdict(s), "backlog": s.backlog} for s in shards]
-        document = {"shards": rows, "totals": totals, "dead_letters": dead, "store": store}
+        document = {
+            "shards": rows,
+            "totals": totals,
+            "dead_letters": dead,
+            "store": store,
+            "summaries": summaries,
+        }
         print(json.dumps(document, indent=2))
         return 0
     table = Table("shard", "length", "pending", "undelivered", "oldest pending (s)", "dead")
@@ -97,7 +106,28 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
             f"[red]durable store failing ({failing.failures} times in a row), next attempt in "
             f"{failing.retry_in_s:.1f}s: {failing.last_error}[/red]"
         )
+    _print_summaries(summaries)
     return 0
+
+
+def _print_summaries(summaries: dict[str, Any]) -> None:
+    pending = summaries["pending"]
+    console.print(
+        f"summaries: {summaries['backend']}; tokenizer {summaries['tokenizer']}; trigger "
+        f"{summaries['trigger_tokens']} tokens; {pending['sessions']} pending"
+        + (f" (oldest {pending['oldest_age_s']}s)" if pending["oldest_age_s"] is not None else "")
+        + (
+            f", {pending['older_than_timeout']} past the timeout"
+            if pending["older_than_timeout"]
+            else ""
+        )
+    )
+    for tenant in summaries["deferred_by_budget"]:
+        console.print(
+            f"[yellow]tenant {tenant['tenant']}: daily summary budget spent "
+            f"({tenant['spent_today']}/{tenant['daily_budget']} tokens), "
+            f"{tenant['sessions']} sessions deferred until 00:00 UTC[/yellow]"
+        )
 
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:

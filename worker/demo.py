@@ -21,11 +21,14 @@ from sqlalchemy import func, select
 
 from config.settings import Settings
 from core.client import MemoryClient
-from core.db import messages, migrate
+from core.db import messages, migrate, summaries
+from core.summarizer import summarization_status
 from core.tokens import token_counter
 from worker import processes
 
 console = Console()
+DEMO_TRIGGER_TOKENS = 250
+DEMO_KEEP_RECENT_TOKENS = 80
 TOPICS = ["billing", "a refund", "the API rate limit", "onboarding", "an outage", "pricing"]
 USER_LINES = [
     "Hi, I need help with {topic}.",
@@ -75,7 +78,7 @@ def run_demo(
         console.print(f"durable store: {settings.database_url.split('@')[-1]} (migrated)")
         started.append(
             processes.start(
-                processes.worker_command(["persist"], loglevel="WARNING"),
+                processes.worker_command(["persist", "llm"], loglevel="WARNING"),
                 log_path=logs / "worker.log",
             )
         )
@@ -110,6 +113,14 @@ def _drive(settings: Settings, *, sessions: int, total: int, appenders: int) -> 
     with console.status("waiting for the worker to drain its first message"):
         _wait_until_live(client, f"{tenant}-warmup")
     session_ids = [f"chat-{i:04d}" for i in range(sessions)]
+    for session_id in session_ids:
+        # A low per-session trigger, so a short demo conversation crosses it and gets a summary.
+        client.configure_session(
+            session_id,
+            tenant=tenant,
+            summary_trigger_tokens=DEMO_TRIGGER_TOKENS,
+            keep_recent_tokens=DEMO_KEEP_RECENT_TOKENS,
+        )
     latencies_ms: list[float] = []
     lock = threading.Lock()
 
@@ -178,6 +189,7 @@ def _drive(settings: Settings, *, sessions: int, total: int, appenders: int) -> 
         f"{_percentile(lags_ms, 50):.0f} / {_percentile(lags_ms, 99):.0f}",
     )
     console.print(table)
+    show_summaries(client, settings, tenant=tenant, session_ids=session_ids)
     client.close()
     ok = durable == total and distinct == total
     console.print(
@@ -186,3 +198,39 @@ def _drive(settings: Settings, *, sessions: int, total: int, appenders: int) -> 
         else "[red]some messages are not durable[/red]"
     )
     return 0 if ok else 1
+
+
+def show_summaries(
+    client: MemoryClient, settings: Settings, *, tenant: str, session_ids: list[str]
+) -> None:
+    """Wait for the summaries the run triggered, then show how many and one context()."""
+    deadline = time.monotonic() + 120
+    status = summarization_status(client.redis, client.keys, settings)
+    with console.status("waiting for the summaries the appends triggered"):
+        while status["pending"]["sessions"] and time.monotonic() < deadline:
+            time.sleep(0.25)
+            status = summarization_status(client.redis, client.keys, settings)
+    with client.engine.connect() as connection:
+        made, summarized = connection.execute(
+            select(func.count(), func.count(func.distinct(summaries.c.session_id))).where(
+                summaries.c.tenant == tenant
+            )
+        ).one()
+    console.print(
+        f"summaries: {made} made for {summarized} of {len(session_ids)} sessions by "
+        f"{status['backend']}; {status['pending']['sessions']} still pending "
+        f"(trigger {DEMO_TRIGGER_TOKENS} tokens, keeping the newest {DEMO_KEEP_RECENT_TOKENS})"
+    )
+    sample = next(
+        (s for s in session_ids if client.memory_stats(s, tenant=tenant).summary_count), None
+    )
+    if sample is None:
+        return
+    context = client.context(sample, tenant=tenant)
+    console.print(
+        f"context('{sample}'): summary of seq 1..{context.covers_through_seq} "
+        f"({context.summary_tokens} tokens), then {len(context.messages)} messages "
+        f"(seq {context.messages[0].seq if context.messages else '-'}..), "
+        f"{context.tokens} tokens in all"
+    )
+    console.print(context.summary or "", style="dim", markup=False, highlight=False)

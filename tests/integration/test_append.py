@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 import os
 import re
+from pathlib import Path
 
 import pytest
 import redis
 from redis.crc import key_slot
 
 from config.settings import Settings
-from core.client import MemoryClient
+from core.client import MemoryClient, redis_from_url
 from core.errors import ValidationError
 from core.scripts import lua_source
+from tests.helpers.private_redis import PrivateRedis
 
 
 def _commandstats(client: redis.Redis) -> dict[str, int]:
@@ -21,8 +23,18 @@ def _commandstats(client: redis.Redis) -> dict[str, int]:
     return {name.removeprefix("cmdstat_"): int(value["calls"]) for name, value in stats.items()}
 
 
-def test_append_is_exactly_one_evalsha(client: MemoryClient) -> None:
+def test_append_is_exactly_one_evalsha(settings: Settings, tmp_path: Path) -> None:
     """P1: each append sends one EVALSHA; every other command counted ran inside the script."""
+    # commandstats is server-wide: a private server keeps other clients out of the count.
+    server = PrivateRedis(tmp_path / "redis")
+    server.start()
+    try:
+        _count_append_commands(MemoryClient(redis=redis_from_url(server.url()), settings=settings))
+    finally:
+        server.stop()
+
+
+def _count_append_commands(client: MemoryClient) -> None:
     client.append("warm-up", "user", "opens the pooled connection")
     client.redis.config_resetstat()
     for i in range(50):

@@ -1,0 +1,282 @@
+"""Summaries in the durable store: the history of every session's rolling summary, per-tenant
+LLM usage, and the reads that fold and read-through need.
+
+A ``summaries`` row folds messages ``from_seq..covers_through_seq`` into the summary that
+covered everything before ``from_seq``, so every row is a summary of seq 1..covers_through_seq.
+Rows are idempotent on ``(tenant, session_id, covers_through_seq)``: the first writer wins and
+a second attempt reads the stored text back instead of replacing it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any, Literal
+
+from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from core.db import llm_usage, messages, sessions, summaries
+from core.models import Message
+from core.repository import translate_errors
+
+
+@dataclass(frozen=True, slots=True)
+class SummaryRecord:
+    """One stored summary of a session's seq 1..covers_through_seq."""
+
+    tenant: str
+    session_id: str
+    covers_through_seq: int
+    from_seq: int
+    text: str
+    tokens: int
+    folded_tokens: int
+    model: str
+    created_at: datetime
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DurableContext:
+    """A session as the durable store knows it, shaped like ``context()``."""
+
+    last_seq: int
+    subject_id: str | None
+    summary: SummaryRecord | None
+    summary_count: int
+    # The newest messages after the summary that fit the buffer caps, oldest first.
+    messages: list[Message]
+    # Every message after the summary (kept or not): what the trigger compares.
+    unsummarized_tokens: int
+    unsummarized_messages: int
+
+
+def _insert(connection: Connection, table: Any) -> Any:
+    return (pg_insert if connection.dialect.name == "postgresql" else sqlite_insert)(table)
+
+
+def _aware(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes; everything memscribe stores is UTC.
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _record(row: Any) -> SummaryRecord:
+    return SummaryRecord(
+        tenant=row.tenant,
+        session_id=row.session_id,
+        covers_through_seq=row.covers_through_seq,
+        from_seq=row.from_seq,
+        text=row.text,
+        tokens=row.tokens,
+        folded_tokens=row.folded_tokens,
+        model=row.model,
+        created_at=_aware(row.created_at),
+        prompt_tokens=row.prompt_tokens,
+        completion_tokens=row.completion_tokens,
+    )
+
+
+def _message(row: Any) -> Message:
+    return Message(
+        message_id=row.message_id,
+        seq=row.seq,
+        role=row.role,
+        content=row.content,
+        tokens=row.tokens,
+        created_at=_aware(row.created_at),
+        metadata=row.metadata,
+    )
+
+
+_MESSAGE_COLUMNS = (
+    messages.c.message_id,
+    messages.c.seq,
+    messages.c.role,
+    messages.c.content,
+    messages.c.tokens,
+    messages.c.created_at,
+    messages.c.metadata,
+)
+
+
+def _of(table: Any, tenant: str, session_id: str) -> Any:
+    return (table.c.tenant == tenant) & (table.c.session_id == session_id)
+
+
+UsageRule = Literal["always", "if_new", "never"]
+
+
+def save_summary(engine: Engine, record: SummaryRecord, *, usage: UsageRule) -> SummaryRecord:
+    """Store ``record`` unless a summary through the same seq exists; returns the stored one.
+
+    ``usage`` adds the call's tokens to the tenant's ``llm_usage`` in the same transaction:
+    "always" for a fresh LLM answer (paid whether or not its summary won), "if_new" for a
+    draft adopted after a failure (its first attempt may not have reached the store).
+    """
+    values = {
+        "tenant": record.tenant,
+        "session_id": record.session_id,
+        "covers_through_seq": record.covers_through_seq,
+        "from_seq": record.from_seq,
+        "text": record.text,
+        "tokens": record.tokens,
+        "folded_tokens": record.folded_tokens,
+        "model": record.model,
+        "prompt_tokens": record.prompt_tokens,
+        "completion_tokens": record.completion_tokens,
+        "created_at": record.created_at,
+    }
+    with translate_errors(), engine.begin() as connection:
+        inserted = connection.execute(
+            _insert(connection, summaries)
+            .values(values)
+            .on_conflict_do_nothing(index_elements=["tenant", "session_id", "covers_through_seq"])
+        ).rowcount
+        if usage == "always" or (usage == "if_new" and inserted):
+            _add_usage(connection, record)
+        stored = connection.execute(
+            select(summaries).where(
+                _of(summaries, record.tenant, record.session_id),
+                summaries.c.covers_through_seq == record.covers_through_seq,
+            )
+        ).one()
+    return _record(stored)
+
+
+def _add_usage(connection: Connection, record: SummaryRecord) -> None:
+    statement = _insert(connection, llm_usage).values(
+        tenant=record.tenant,
+        day=record.created_at.astimezone(UTC).date(),
+        model=record.model,
+        calls=1,
+        prompt_tokens=record.prompt_tokens,
+        completion_tokens=record.completion_tokens,
+    )
+    excluded = statement.excluded
+    connection.execute(
+        statement.on_conflict_do_update(
+            index_elements=["tenant", "day", "model"],
+            set_={
+                "calls": llm_usage.c.calls + excluded.calls,
+                "prompt_tokens": llm_usage.c.prompt_tokens + excluded.prompt_tokens,
+                "completion_tokens": llm_usage.c.completion_tokens + excluded.completion_tokens,
+            },
+        )
+    )
+
+
+def load_messages(
+    engine: Engine, *, tenant: str, session_id: str, from_seq: int, to_seq: int
+) -> list[Message]:
+    """The stored messages with ``from_seq <= seq <= to_seq``, oldest first (may have gaps
+    where the drainer has not caught up; the caller checks)."""
+    with translate_errors(), engine.connect() as connection:
+        rows = connection.execute(
+            select(*_MESSAGE_COLUMNS)
+            .where(
+                _of(messages, tenant, session_id),
+                messages.c.seq >= from_seq,
+                messages.c.seq <= to_seq,
+            )
+            .order_by(messages.c.seq)
+        ).all()
+    return [_message(row) for row in rows]
+
+
+def load_context(
+    engine: Engine, *, tenant: str, session_id: str, max_messages: int, max_tokens: int
+) -> DurableContext | None:
+    """The latest summary and the newest messages after it within the buffer caps (at least
+    the newest one), or None when the store has no such session."""
+    with translate_errors(), engine.connect() as connection:
+        session = connection.execute(
+            select(sessions.c.last_seq, sessions.c.subject_id).where(
+                _of(sessions, tenant, session_id)
+            )
+        ).first()
+        if session is None:
+            return None
+        latest = connection.execute(
+            select(summaries)
+            .where(_of(summaries, tenant, session_id))
+            .order_by(summaries.c.covers_through_seq.desc())
+            .limit(1)
+        ).first()
+        summary = None if latest is None else _record(latest)
+        count = 0
+        if summary is not None:
+            count = connection.execute(
+                select(func.count()).where(_of(summaries, tenant, session_id))
+            ).scalar_one()
+        after = summary.covers_through_seq if summary else 0
+        unsummarized = _of(messages, tenant, session_id) & (messages.c.seq > after)
+        total_messages, total_tokens = connection.execute(
+            select(func.count(), func.coalesce(func.sum(messages.c.tokens), 0)).where(unsummarized)
+        ).one()
+        newest = connection.execute(
+            select(*_MESSAGE_COLUMNS)
+            .where(unsummarized)
+            .order_by(messages.c.seq.desc())
+            .limit(max_messages)
+        ).all()
+    kept: list[Message] = []
+    tokens = 0
+    for row in newest:
+        if kept and tokens + row.tokens > max_tokens:
+            break
+        kept.append(_message(row))
+        tokens += row.tokens
+    kept.reverse()
+    return DurableContext(
+        last_seq=session.last_seq,
+        subject_id=session.subject_id,
+        summary=summary,
+        summary_count=int(count),
+        messages=kept,
+        unsummarized_tokens=int(total_tokens),
+        unsummarized_messages=int(total_messages),
+    )
+
+
+def list_summaries(engine: Engine, *, tenant: str, session_id: str) -> list[SummaryRecord]:
+    """A session's summary history, oldest first."""
+    with translate_errors(), engine.connect() as connection:
+        rows = connection.execute(
+            select(summaries)
+            .where(_of(summaries, tenant, session_id))
+            .order_by(summaries.c.covers_through_seq)
+        ).all()
+    return [_record(row) for row in rows]
+
+
+def summary_history_stats(
+    engine: Engine, *, tenant: str, session_id: str
+) -> tuple[int, SummaryRecord | None]:
+    """How many summaries a session has in the store, and the latest."""
+    with translate_errors(), engine.connect() as connection:
+        count = connection.execute(
+            select(func.count()).where(_of(summaries, tenant, session_id))
+        ).scalar_one()
+        latest = connection.execute(
+            select(summaries)
+            .where(_of(summaries, tenant, session_id))
+            .order_by(summaries.c.covers_through_seq.desc())
+            .limit(1)
+        ).first()
+    return int(count), None if latest is None else _record(latest)
+
+
+def usage_on(engine: Engine, *, tenant: str, day: date) -> dict[str, int]:
+    """One tenant's LLM usage on one UTC day, summed over models."""
+    with translate_errors(), engine.connect() as connection:
+        calls, prompt, completion = connection.execute(
+            select(
+                func.coalesce(func.sum(llm_usage.c.calls), 0),
+                func.coalesce(func.sum(llm_usage.c.prompt_tokens), 0),
+                func.coalesce(func.sum(llm_usage.c.completion_tokens), 0),
+            ).where(llm_usage.c.tenant == tenant, llm_usage.c.day == day)
+        ).one()
+    return {"calls": int(calls), "prompt_tokens": int(prompt), "completion_tokens": int(completion)}

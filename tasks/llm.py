@@ -1,0 +1,112 @@
+"""The ``llm`` family: summaries (consolidation comes later). Thin: ids in, one core call out.
+
+Tasks carry ids only (``[tenant, session_id]``), never message content or secrets: they show
+up in Flower, logs and dead letters. Retries, backoff and dead letters come from
+``tasks.base.family_task``; ``core.summarizer`` raises ``TransientError`` (with
+``retry_after_s`` when the LLM sent ``Retry-After`` or another summarize holds the session)
+and ``PermanentError``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from celery import Celery
+
+from config.celery import celery_config
+from config.settings import Settings
+from core.budget import Budgets
+from core.client import Enqueue
+from core.errors import ConfigurationError, PermanentError, ValidationError
+from core.llm import build_backend
+from core.models import validate_id
+from core.summarizer import SessionSummarizer
+from core.tokens import token_counter
+from tasks.base import family_task
+from worker.runtime import runtime
+
+log = logging.getLogger(__name__)
+
+# Per process (keyed by pid, so a forked child never uses its parent's clients).
+_summarizers: dict[int, SessionSummarizer] = {}
+
+
+def summarizer() -> SessionSummarizer:
+    """This process's summarizer: the runtime's clients and the configured backend."""
+    pid = os.getpid()
+    found = _summarizers.get(pid)
+    if found is None:
+        current = runtime()
+        tokens = token_counter(current.settings.tokenizer, current.settings.model)
+        found = SessionSummarizer(
+            redis=current.redis,
+            engine=current.engine,
+            settings=current.settings,
+            backend=build_backend(current.settings, tokens),
+            tokens=tokens,
+        )
+        _summarizers.clear()
+        _summarizers[pid] = found
+    return found
+
+
+@family_task("llm.summarize")
+def summarize(tenant: str, session_id: str) -> dict[str, Any]:
+    """Fold the session's oldest unsummarized messages into its rolling summary.
+
+    Sent by the drainer once a WAL entry that crossed the trigger is durable, or by
+    ``MemoryClient.request_summary``. A duplicate (a replayed batch) finds nothing pending and
+    returns without an LLM call.
+    """
+    try:
+        validate_id("tenant", tenant)
+        validate_id("session_id", session_id)
+        service = summarizer()
+    except (ValidationError, ConfigurationError) as exc:
+        raise PermanentError(str(exc)) from None
+    outcome = service.summarize(tenant, session_id)
+    log.info(
+        "summarize %s/%s: %s through seq %s (%s folded, llm %s)",
+        tenant,
+        session_id,
+        outcome.status,
+        outcome.covers_through_seq,
+        outcome.folded_messages,
+        "called" if outcome.llm_called else "not called",
+    )
+    return {"status": outcome.status, "covers_through_seq": outcome.covers_through_seq}
+
+
+@family_task("llm.resume_deferred")
+def resume_deferred() -> int:
+    """Re-send the summaries a spent daily budget deferred, for tenants with room again (a new
+    UTC day, or a raised budget). Meant for beat; safe to run often and concurrently (a
+    duplicate summarize is a no-op)."""
+    current = runtime()
+    budgets = Budgets(current.redis, current.keys, current.settings)
+    sent = 0
+    for tenant, sessions in budgets.deferred().items():
+        if budgets.usage(tenant).exhausted:
+            continue
+        for session_id in sessions:
+            summarize.apply_async(args=[tenant, session_id], queue="llm")
+            budgets.undefer(tenant, session_id)
+            sent += 1
+    return sent
+
+
+def broker_enqueue(settings: Settings) -> Enqueue:
+    """A task sender for ``MemoryClient(enqueue=...)``: publishes to the configured broker.
+
+    Only the broker is needed (no worker code runs in the app's process).
+    """
+    publisher = Celery(
+        "memscribe-client", config_source=celery_config(settings), set_as_current=False
+    )
+
+    def send(name: str, args: list[str]) -> None:
+        publisher.send_task(name, args=args, queue=name.split(".", 1)[0])
+
+    return send
