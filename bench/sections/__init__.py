@@ -1,0 +1,22 @@
+"""Every section of the benchmark, in the order they run.
+
+To add one (summarization calls per crossing, erasure time per 100k records, backup rows/s):
+write ``bench/sections/<name>.py`` exposing ``SECTION = Section(key, title, run)`` where
+``run(ctx)`` returns its figures, and append it to ``SECTIONS``. A section starts the
+processes it needs (``bench.pipeline``) and leaves the stores reusable.
+"""
+
+from __future__ import annotations
+
+from bench.section import Section
+from bench.sections import append_latency, durable_throughput, lag, redis_memory, summarization
+
+SECTIONS: list[Section] = [
+    # No worker runs during the first two: appends pile up in Redis, nothing competes for CPU.
+    append_latency.SECTION,
+    redis_memory.SECTION,
+    durable_throughput.SECTION,
+    lag.SECTION,
+    summarization.SECTION,
+    # Later issues: erasure.SECTION, backups.SECTION
+]

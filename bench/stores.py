@@ -1,0 +1,87 @@
+"""The bench's own Redis databases and PostgreSQL database: claim, create, migrate, empty."""
+
+from __future__ import annotations
+
+import redis
+import sqlalchemy as sa
+from sqlalchemy import Connection, Engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+
+from core.db import migrate
+
+# Set in every Redis database the bench flushes: a database holding keys but not this one
+# belongs to someone else, and the bench refuses to flush it.
+MARKER = "memscribe-bench:owner"
+
+
+class BenchError(RuntimeError):
+    """The bench cannot run as configured; the message says what to change."""
+
+
+def claim_redis(client: redis.Redis, url: str) -> None:
+    """Flush a Redis database the bench owns (empty, or marked by an earlier bench run)."""
+    if client.dbsize() and not client.exists(MARKER):
+        raise BenchError(
+            f"Redis database {url} holds keys the bench did not write; point "
+            "MEMSCRIBE_BENCH_REDIS_URL (or _BROKER_URL, _NAIVE_BROKER_URL) at empty databases"
+        )
+    flush_redis(client)
+
+
+def flush_redis(client: redis.Redis) -> None:
+    client.flushdb()
+    client.set(MARKER, "1")
+
+
+def lock_run(database_url: str, redis_url: str) -> Connection:
+    """Hold a PostgreSQL advisory lock naming these stores for as long as the returned
+    connection stays open: a second run on the same stores would flush the first's data."""
+    parsed = make_url(database_url)
+    admin = sa.create_engine(parsed.set(database="postgres"), poolclass=NullPool)
+    connection = admin.connect()
+    got = connection.execute(
+        sa.text("SELECT pg_try_advisory_lock(hashtext(:name))"),
+        {"name": f"memscribe-bench {parsed.database} {redis_url}"},
+    ).scalar_one()
+    connection.commit()  # the lock is per session: it outlives this transaction
+    if not got:
+        connection.close()
+        raise BenchError(f"another bench run is using {parsed.database} and {redis_url}")
+    return connection
+
+
+def prepare_database(url: str) -> None:
+    """Create the bench database afresh and migrate it: a database left by another checkout
+    may carry a migration history this one does not know."""
+    parsed = make_url(url)
+    admin = sa.create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)'))
+            connection.execute(sa.text(f'CREATE DATABASE "{parsed.database}"'))
+    finally:
+        admin.dispose()
+    migrate(url)
+
+
+def truncate(engine: Engine) -> None:
+    with engine.begin() as connection:
+        connection.execute(sa.text("TRUNCATE messages, sessions"))
+
+
+def count_rows(engine: Engine, tenant: str) -> int:
+    with engine.connect() as connection:
+        count: int = connection.execute(
+            sa.text("SELECT count(*) FROM messages WHERE tenant = :tenant"), {"tenant": tenant}
+        ).scalar_one()
+    return count
+
+
+def distinct_ids(engine: Engine, tenant: str) -> int:
+    with engine.connect() as connection:
+        count: int = connection.execute(
+            sa.text("SELECT count(DISTINCT message_id) FROM messages WHERE tenant = :tenant"),
+            {"tenant": tenant},
+        ).scalar_one()
+    return count
