@@ -86,10 +86,12 @@ def test_outage_keeps_appends_working_and_drains_after(
     gaps = [later - earlier for earlier, later in itertools.pairwise(tries)]
     print(f"probes during the outage: {len(tries)}, gaps {[round(g, 2) for g in gaps]}")
     # Spinning would be hundreds of probes (two processes polling every 50 ms); a backoff that
-    # doubles from 0.2 s to a 5 s cap makes about ten. Later waits are longer than earlier ones.
+    # doubles from 0.2 s to a 5 s cap makes about ten. The waits grew from the first one
+    # towards the cap (how fast depends on how many processes failed at once: each failure
+    # doubles the shared wait).
     assert 3 <= len(tries) <= 15
-    assert statistics.median(gaps[len(gaps) // 2 :]) > 2 * statistics.median(gaps[: len(gaps) // 2])
-    assert max(gaps) >= 1.5
+    assert max(gaps) >= 1.5 and gaps[0] < max(gaps) / 2
+    assert statistics.mean(gaps[len(gaps) // 2 :]) > statistics.mean(gaps[: len(gaps) // 2])
 
     assert_exactly_once(pg_database, load.acknowledged)
     print(f"postgres outage {OUTAGE_S}s: written={len(load.acknowledged)} lost=0 duplicated=0")
