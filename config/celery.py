@@ -47,7 +47,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # kombu's Redis transport redelivers an unacked task after this long: it must exceed
         # the longest retry countdown or a task still waiting for its retry runs twice.
         "broker_transport_options": {"visibility_timeout": settings.visibility_timeout_s},
-        # JSON only: pickle lets whoever can write to the broker run code in the worker.
+        # JSON only: a binary object serializer lets whoever can write to the broker run code
+        # in the worker.
         "accept_content": ["json"],
         "task_serializer": "json",
         "result_serializer": "json",
@@ -68,8 +69,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_routes": ROUTES,
         "beat_schedule": beat_schedule(settings),
         # The base scheduler keeps its state in memory; the default one writes a shelve file
-        # (pickle). Every periodic task here is idempotent and short-interval, so nothing is
-        # lost by not remembering last-run times across a beat restart.
+        # (Python's object serializer). Every periodic task here is idempotent and runs
+        # often, so nothing is lost by not remembering last-run times across a beat restart.
         "beat_scheduler": "celery.beat:Scheduler",
         "timezone": "UTC",
         "enable_utc": True,

@@ -19,12 +19,11 @@ from typing import Any
 
 import psycopg2
 import sqlalchemy.exc
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, func
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from core.db import messages, sessions
 from core.errors import PermanentError, TransientError
-from core.models import Message
 
 MESSAGE_COLUMNS = (
     "message_id",
@@ -221,58 +220,3 @@ def persist_messages(engine: Engine, rows: Sequence[MessageRow]) -> int:
             return _persist_postgres(connection, rows)
         _upsert_sessions_sqlite(connection, rows)
         return _insert_messages_sqlite(connection, rows)
-
-
-@dataclass(frozen=True, slots=True)
-class DurableSession:
-    """A session as the durable store knows it: its newest messages, oldest first."""
-
-    messages: list[Message]
-    last_seq: int
-    subject_id: str | None
-
-
-def load_recent(
-    engine: Engine, *, tenant: str, session_id: str, limit: int
-) -> DurableSession | None:
-    """The newest ``limit`` messages of a session, or None when the store has no such session."""
-    with translate_errors(), engine.connect() as connection:
-        session = connection.execute(
-            select(sessions.c.last_seq, sessions.c.subject_id).where(
-                sessions.c.tenant == tenant, sessions.c.session_id == session_id
-            )
-        ).first()
-        if session is None:
-            return None
-        rows = connection.execute(
-            select(
-                messages.c.message_id,
-                messages.c.seq,
-                messages.c.role,
-                messages.c.content,
-                messages.c.tokens,
-                messages.c.created_at,
-                messages.c.metadata,
-            )
-            .where(messages.c.tenant == tenant, messages.c.session_id == session_id)
-            .order_by(messages.c.seq.desc())
-            .limit(limit)
-        ).all()
-    recent = [
-        Message(
-            message_id=row.message_id,
-            seq=row.seq,
-            role=row.role,
-            content=row.content,
-            tokens=row.tokens,
-            created_at=_aware(row.created_at),
-            metadata=row.metadata,
-        )
-        for row in reversed(rows)
-    ]
-    return DurableSession(messages=recent, last_seq=session.last_seq, subject_id=session.subject_id)
-
-
-def _aware(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes; everything memscribe stores is UTC.
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
