@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+import redis
 
 from bench.figures import Target, percentile, summarize
 from bench.sections import SECTIONS
@@ -47,11 +48,22 @@ def _bench_env() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str]:
+    # These databases belong to this test; like every test store they start empty (the bench
+    # itself refuses a database holding keys it did not write).
+    env = _bench_env()
+    for name in (
+        "MEMSCRIBE_BENCH_REDIS_URL",
+        "MEMSCRIBE_BENCH_BROKER_URL",
+        "MEMSCRIBE_BENCH_NAIVE_BROKER_URL",
+    ):
+        client = redis.Redis.from_url(env[name])
+        client.flushdb()
+        client.close()
     output = tmp_path_factory.mktemp("bench") / "latest.json"
     done = subprocess.run(
         [sys.executable, "-m", "bench", "--tiny", "--output", str(output)],
         cwd=ROOT,
-        env=_bench_env(),
+        env=env,
         capture_output=True,
         text=True,
         timeout=120,
