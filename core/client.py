@@ -132,6 +132,7 @@ class MemoryClient:
 
         tokens = self.tokens.count_message(role, content)
         keys = self.keys.session(tenant, session_id)
+        now_ns = time.time_ns()
         body = encode_message(
             message_id=message_id,
             tenant=tenant,
@@ -139,7 +140,7 @@ class MemoryClient:
             role=role,
             content=content,
             tokens=tokens,
-            created_us=time.time_ns() // 1000,
+            created_us=now_ns // 1000,
             subject_id=subject_id,
             metadata=metadata,
         )
@@ -163,7 +164,7 @@ class MemoryClient:
                     subject_id or "",
                     settings.summary_trigger_tokens,
                     settings.buffer_max_tokens,
-                    time.time_ns() // 1_000_000,
+                    now_ns // 1_000_000,
                     self._pending_ms,
                     keys.member,
                 ],
