@@ -74,6 +74,20 @@ class Settings(BaseSettings):
     # Tokens (prompt + completion) one tenant may spend on summaries per UTC day; 0: no limit.
     tenant_daily_token_budget: int = Field(default=0, ge=0)
 
+    # --- backpressure (append fails fast with BackpressureError, retryable) -----------------
+    # Undrained WAL entries per shard at which appends to that shard are refused (0: no limit).
+    # At 16 shards the default holds about 3.2M messages: minutes of a stalled drain at full load.
+    max_wal_backlog: int = Field(default=200_000, ge=0)
+    # Drainers flag every shard while Redis used_memory passes this share of maxmemory (when a
+    # maxmemory is set), so appends fail fast before noeviction refuses writes with a raw OOM.
+    redis_memory_high_ratio: float = Field(default=0.9, gt=0, le=1)
+    # Bytes of not-yet-durable messages one tenant may hold in Redis (0: no quota). Enforced per
+    # shard as budget / shards: sessions spread evenly over shards by hash.
+    tenant_backlog_budget_bytes: int = Field(default=0, ge=0)
+    # Once a shard's backlog passes (1 - reserve) of max_wal_backlog, the rest is reserved for
+    # tenants below (1 - reserve) of their budget: one heavy tenant cannot fill it for all.
+    tenant_backlog_reserve: float = Field(default=0.2, ge=0, lt=1)
+
     # --- input limits ------------------------------------------------------------------------
     max_content_bytes: int = Field(default=65_536, ge=1)
     max_metadata_bytes: int = Field(default=8_192, ge=2)

@@ -10,20 +10,19 @@ drainer enqueues the summary once that entry is durable.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import redis
 from sqlalchemy import Engine
 
 from config.settings import Settings, get_settings
-from core import summary_store
+from core import session_restore, session_settings
 from core.budget import Budgets
-from core.codec import buffer_item, decode_buffer_item, encode_message
+from core.codec import decode_buffer_item, encode_message
 from core.db import make_engine
-from core.errors import ConfigurationError, TransientError, ValidationError
-from core.keys import Keys
+from core.errors import ConfigurationError, ValidationError
+from core.keys import Keys, SessionKeys
 from core.models import (
     MEMORY_SETTING_FIELDS,
     AppendResult,
@@ -35,26 +34,18 @@ from core.models import (
     new_message_id,
     validate_content,
     validate_id,
-    validate_memory_settings,
     validate_metadata,
     validate_role,
 )
+from core.redis_errors import redis_errors
 from core.scripts import Scripts
+from core.summary_store import DurableContext
 from core.tokens import TokenCounter, token_counter
 
 # Sends a task by name with id-only arguments: ("llm.summarize", [tenant, session_id]). core/
 # imports no Celery, so the app passes one in (tasks.llm.broker_enqueue builds the usual one).
 Enqueue = Callable[[str, list[str]], None]
 SUMMARIZE_TASK = "llm.summarize"
-
-
-@contextmanager
-def _redis_errors() -> Iterator[None]:
-    """Redis connection failures as ``TransientError`` (safe to retry)."""
-    try:
-        yield
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise TransientError(f"Redis unavailable: {exc}") from exc
 
 
 def redis_from_url(url: str, **kwargs: Any) -> redis.Redis:
@@ -84,6 +75,9 @@ class MemoryClient:
         self._engine = engine
         self._enqueue = enqueue
         self._pending_ms = int(settings.summary_pending_timeout_s * 1000)
+        # The tenant quota is enforced per shard (sessions spread evenly over shards).
+        budget = settings.tenant_backlog_budget_bytes
+        self._tenant_budget = -(-budget // settings.shards) if budget else 0
 
     @classmethod
     def from_settings(
@@ -144,37 +138,30 @@ class MemoryClient:
             subject_id=subject_id,
             metadata=metadata,
         )
-        try:
-            seq, duplicate, _buffered, _unsummarized, crossed = self.scripts.append(
-                keys=[
-                    keys.meta,
-                    keys.buffer,
-                    keys.recent_ids,
-                    keys.wal,
-                    keys.config,
-                    keys.summary_pending,
-                ],
-                args=[
-                    message_id,
-                    body,
-                    tokens,
-                    settings.buffer_max_messages,
-                    settings.session_ttl_s,
-                    settings.dedupe_window,
-                    subject_id or "",
-                    settings.summary_trigger_tokens,
-                    settings.buffer_max_tokens,
-                    now_ns // 1_000_000,
-                    self._pending_ms,
-                    keys.member,
-                ],
-            )
-        except redis.ResponseError as exc:
-            if str(exc).startswith("SUBJECT"):
-                raise ValidationError("subject_id", str(exc).removeprefix("SUBJECT ")) from None
-            raise
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise TransientError(f"Redis unavailable: {exc}") from exc
+        args: list[str | int] = [
+            message_id,
+            body,
+            tokens,
+            settings.buffer_max_messages,
+            settings.session_ttl_s,
+            settings.dedupe_window,
+            subject_id or "",
+            settings.summary_trigger_tokens,
+            settings.buffer_max_tokens,
+            now_ns // 1_000_000,
+            self._pending_ms,
+            keys.member,
+            tenant,
+            settings.max_wal_backlog,
+            self._tenant_budget,
+            str(settings.tenant_backlog_reserve),
+            "",  # no restore: the warm path
+        ]
+        reply = self._append_script(keys, args)
+        if int(reply[0]) == -1:
+            # Redis has forgotten the session (or never had it): one durable read, one more call.
+            reply = self._append_script(keys, [*args[:-1], *self._restore_args(tenant, session_id)])
+        seq, duplicate, _buffered, _unsummarized, crossed = reply
         return AppendResult(
             message_id=message_id,
             seq=int(seq),
@@ -193,10 +180,8 @@ class MemoryClient:
         validate_id("tenant", tenant)
         validate_id("session_id", session_id)
         keys = self.keys.session(tenant, session_id)
-        try:
+        with redis_errors():
             found = self.scripts.context(keys=[keys.meta, keys.buffer])
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise TransientError(f"Redis unavailable: {exc}") from exc
         if found:
             flat, items = found
             meta = dict(zip(flat[::2], flat[1::2], strict=True))
@@ -215,43 +200,46 @@ class MemoryClient:
             )
         return self._read_through(tenant=tenant, session_id=session_id)
 
-    def _read_through(self, *, tenant: str, session_id: str) -> Context:
-        durable = summary_store.load_context(
+    def _restore_args(self, tenant: str, session_id: str) -> list[str | int]:
+        return session_restore.restore_args(
+            self._durable(tenant, session_id), tenant=tenant, session_id=session_id
+        )
+
+    def _durable(self, tenant: str, session_id: str) -> DurableContext | None:
+        return session_restore.load(
             self.engine,
             tenant=tenant,
             session_id=session_id,
             max_messages=self.settings.buffer_max_messages,
             max_tokens=self.settings.buffer_max_tokens,
         )
+
+    def _append_script(self, keys: SessionKeys, args: list[str | int]) -> Any:
+        with redis_errors():
+            return self.scripts.append(
+                keys=[
+                    keys.meta,
+                    keys.buffer,
+                    keys.recent_ids,
+                    keys.wal,
+                    keys.config,
+                    keys.summary_pending,
+                    *keys.shared_by_append(),
+                ],
+                args=args,
+            )
+
+    def _read_through(self, *, tenant: str, session_id: str) -> Context:
+        durable = self._durable(tenant, session_id)
         if durable is None:
             return Context()
         keys = self.keys.session(tenant, session_id)
+        # append.lua without a message: restores the session unless an append re-created it.
+        restore = session_restore.restore_args(durable, tenant=tenant, session_id=session_id)
+        ttl = self.settings.session_ttl_s
+        no_message: list[str | int] = ["", "", 0, 0, ttl, 0, "", 0, 0, 0, 0, keys.member, tenant]
+        self._append_script(keys, [*no_message, 0, 0, 0, *restore])
         summary = durable.summary
-        args: list[str | int] = [
-            durable.last_seq,
-            self.settings.session_ttl_s,
-            durable.subject_id or "",
-            summary.covers_through_seq if summary else 0,
-            summary.text if summary else "",
-            summary.tokens if summary else 0,
-            durable.unsummarized_tokens,
-            durable.summary_count,
-            int(summary.created_at.timestamp() * 1000) if summary else 0,
-        ]
-        for message in durable.messages:
-            body = encode_message(
-                message_id=message.message_id,
-                tenant=tenant,
-                session_id=session_id,
-                role=message.role,
-                content=message.content,
-                tokens=message.tokens,
-                created_us=int(message.created_at.timestamp() * 1_000_000),
-                subject_id=durable.subject_id,
-                metadata=message.metadata,
-            )
-            args += [buffer_item(message.seq, message.tokens, body), message.message_id]
-        self.scripts.warm(keys=[keys.meta, keys.buffer, keys.recent_ids], args=args)
         summary_tokens = summary.tokens if summary else 0
         return Context(
             messages=durable.messages,
@@ -279,36 +267,36 @@ class MemoryClient:
         """Override this session's memory settings (the rest keep the global defaults).
 
         The overrides live in Redis beside the session (``append`` reads them inside its one
-        call) and expire with it. ``reset=True`` drops every override first. Returns the
+        call) and in the durable store, so they survive Redis forgetting the session. Two
+        concurrent calls never lose each other's change. ``reset=True`` drops every override
+        first. Returns the
         effective settings. Raises ``ValidationError`` (nothing written) when the result would
         break a rule, e.g. ``keep_recent_tokens`` not below ``summary_trigger_tokens``.
         """
         validate_id("tenant", tenant)
         validate_id("session_id", session_id)
-        keys = self.keys.session(tenant, session_id)
-        with _redis_errors():
-            stored: dict[str, str] = {} if reset else self.redis.hgetall(keys.config)  # type: ignore[assignment]
         given = {
             "summary_trigger_tokens": summary_trigger_tokens,
             "buffer_max_tokens": buffer_max_tokens,
             "buffer_max_messages": buffer_max_messages,
             "keep_recent_tokens": keep_recent_tokens,
         }
-        overrides = {
-            MEMORY_SETTING_FIELDS[name]: value for name, value in given.items() if value is not None
-        }
         for name, value in given.items():
             if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
                 raise ValidationError(name, f"must be an integer, got {type(value).__name__}")
-        merged: dict[Any, Any] = {**stored, **{k: str(v) for k, v in overrides.items()}}
-        effective = validate_memory_settings(self.memory_defaults.with_overrides(merged))
-        with _redis_errors(), self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(keys.config)
-            if merged:
-                pipe.hset(keys.config, mapping=merged)
-                pipe.expire(keys.config, self.settings.session_ttl_s)
-            pipe.execute()
-        return effective
+        return session_settings.configure(
+            self.engine,
+            self.redis,
+            self.keys.session(tenant, session_id),
+            defaults=self.memory_defaults,
+            overrides={
+                MEMORY_SETTING_FIELDS[name]: value
+                for name, value in given.items()
+                if value is not None
+            },
+            reset=reset,
+            ttl_s=self.settings.session_ttl_s,
+        )
 
     def request_summary(self, session_id: str, *, tenant: str = "default") -> bool:
         """Ask for a summary of this session now, without waiting for the trigger.
@@ -340,7 +328,7 @@ class MemoryClient:
         return True
 
     def _request(self, keys: Any, op: str, *, stamp: int = 0) -> int:
-        with _redis_errors():
+        with redis_errors():
             reply = self.scripts.summary_request(
                 keys=[keys.meta, keys.summary_pending],
                 args=[op, time.time_ns() // 1_000_000, self._pending_ms, keys.member, stamp],
@@ -351,12 +339,13 @@ class MemoryClient:
         """Buffer size and tokens, summary count and time, pending flag, effective settings.
 
         One Redis round trip when the session is in Redis; a cold session is described from
-        the durable store (without re-warming it).
+        the durable store (its real ``last_seq``, unsummarized tokens, summaries and settings;
+        nothing buffered), without re-warming it.
         """
         validate_id("tenant", tenant)
         validate_id("session_id", session_id)
         keys = self.keys.session(tenant, session_id)
-        with _redis_errors(), self.redis.pipeline(transaction=False) as pipe:
+        with redis_errors(), self.redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(keys.meta)
             pipe.llen(keys.buffer)
             pipe.hgetall(keys.config)
@@ -380,23 +369,38 @@ class MemoryClient:
                 requests=int(meta.get("rq", 0)),
                 settings=effective,
             )
-        count, latest = summary_store.summary_history_stats(
-            self.engine, tenant=tenant, session_id=session_id
-        )
+        durable = self._durable(tenant, session_id)
+        if durable is None:
+            return MemoryStats(
+                in_redis=False,
+                last_seq=0,
+                buffered_messages=0,
+                buffered_tokens=0,
+                unsummarized_tokens=0,
+                covers_through_seq=0,
+                summary_count=0,
+                summary_tokens=0,
+                last_summary_at=None,
+                summary_pending=False,
+                crossings=0,
+                requests=0,
+                settings=effective,
+            )
+        latest = durable.summary
         return MemoryStats(
             in_redis=False,
-            last_seq=0,
+            last_seq=durable.last_seq,
             buffered_messages=0,
             buffered_tokens=0,
-            unsummarized_tokens=0,
+            unsummarized_tokens=durable.unsummarized_tokens,
             covers_through_seq=latest.covers_through_seq if latest else 0,
-            summary_count=count,
+            summary_count=durable.summary_count,
             summary_tokens=latest.tokens if latest else 0,
             last_summary_at=latest.created_at if latest else None,
             summary_pending=False,
             crossings=0,
             requests=0,
-            settings=effective,
+            settings=self.memory_defaults.with_overrides(config or durable.settings),
         )
 
     def set_daily_token_budget(self, tenant: str, daily_tokens: int | None) -> None:
@@ -408,7 +412,7 @@ class MemoryClient:
             not isinstance(daily_tokens, int) or isinstance(daily_tokens, bool) or daily_tokens < 0
         ):
             raise ValidationError("daily_tokens", f"must be an integer >= 0, got {daily_tokens!r}")
-        with _redis_errors():
+        with redis_errors():
             Budgets(self.redis, self.keys, self.settings).set_budget(tenant, daily_tokens)
 
     def close(self) -> None:

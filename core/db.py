@@ -48,6 +48,9 @@ sessions = Table(
     Column("last_seq", BigInteger, nullable=False, server_default="0"),
     Column("state", JSONDocument, nullable=True),
     Column("expires_at", DateTime(timezone=True), nullable=True),
+    # configure_session's overrides (the fields of the session's Redis config hash), kept here
+    # so they survive Redis forgetting the session.
+    Column("settings", JSON, nullable=True),
     PrimaryKeyConstraint("tenant", "session_id", name="pk_sessions"),
     Index("ix_sessions_subject", "subject_id"),
 )

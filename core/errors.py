@@ -30,3 +30,13 @@ class TransientError(MemscribeError):
 
 class PermanentError(MemscribeError):
     """A failure retrying cannot fix: the store rejects this data for its content."""
+
+
+class BackpressureError(TransientError):
+    """Redis is too full of work not yet durable (WAL backlog, memory, or the tenant's quota):
+    the append wrote nothing. Retry after ``retry_after_s``; ``reason`` says which limit."""
+
+    def __init__(self, reason: str, message: str, *, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.retry_after_s = retry_after_s

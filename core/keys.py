@@ -31,12 +31,21 @@ class SessionKeys:
     summary_draft: str
     # The shard's index of sessions with a summary pending (member "<tenant>/<session_id>").
     summary_pending: str
+    # Shard-wide, read by append.lua: newest seq per session not yet durable, undrained bytes
+    # per tenant, and the memory-pressure flag (see Keys).
+    high_water: str = ""
+    tenant_bytes: str = ""
+    pressure: str = ""
     tenant: str = ""
     session_id: str = ""
 
     def all(self) -> list[str]:
         """Every key a script of this session may touch (one slot)."""
-        return [*self.own(), self.wal, self.summary_pending]
+        return [*self.own(), self.wal, self.summary_pending, *self.shared_by_append()]
+
+    def shared_by_append(self) -> list[str]:
+        """The shard-wide keys append.lua reads besides the session's own and the WAL."""
+        return [self.high_water, self.tenant_bytes, self.pressure]
 
     def own(self) -> list[str]:
         """The keys that belong to this session alone (the WAL and the pending index are shared
@@ -81,6 +90,9 @@ class Keys:
             summary_lease=f"{base}:slease",
             summary_draft=f"{base}:sdraft",
             summary_pending=self.summary_pending(shard),
+            high_water=self.high_water(shard),
+            tenant_bytes=self.tenant_bytes(shard),
+            pressure=self.pressure(shard),
             tenant=tenant,
             session_id=session_id,
         )
@@ -97,6 +109,20 @@ class Keys:
     def failing(self, shard: int) -> str:
         """Hash: WAL entry id -> when it was first found failing (for dead-letter records)."""
         return f"{self.tag(shard)}:failing"
+
+    def high_water(self, shard: int) -> str:
+        """Hash: "<tenant>/<session_id>" -> its newest seq still in the WAL. A forgotten session
+        continues above it even when the store has not caught up yet."""
+        return f"{self.tag(shard)}:hw"
+
+    def tenant_bytes(self, shard: int) -> str:
+        """Hash: tenant -> bytes of its WAL entries in this shard not yet durable (quotas)."""
+        return f"{self.tag(shard)}:tq"
+
+    def pressure(self, shard: int) -> str:
+        """String, short TTL: set on every shard by drainers while Redis memory is past
+        ``redis_memory_high_ratio``; appends fail fast while it exists."""
+        return f"{self.tag(shard)}:full"
 
     def summary_pending(self, shard: int) -> str:
         """Zset: "<tenant>/<session_id>" -> ms when its pending summary was requested."""

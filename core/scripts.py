@@ -22,8 +22,8 @@ class Scripts:
 
     append: Script
     context: Script
-    warm: Script
     ack_trim: Script
+    settle: Script
     lease: Script
     replay: Script
     summary_begin: Script

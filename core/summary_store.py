@@ -9,7 +9,7 @@ a second attempt reads the stored text back instead of replacing it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, Literal
 
@@ -52,6 +52,8 @@ class DurableContext:
     # Every message after the summary (kept or not): what the trigger compares.
     unsummarized_tokens: int
     unsummarized_messages: int
+    # configure_session's overrides (fields of the Redis config hash), or empty.
+    settings: dict[str, str] = field(default_factory=dict)
 
 
 def _insert(connection: Connection, table: Any) -> Any:
@@ -193,7 +195,7 @@ def load_context(
     the newest one), or None when the store has no such session."""
     with translate_errors(), engine.connect() as connection:
         session = connection.execute(
-            select(sessions.c.last_seq, sessions.c.subject_id).where(
+            select(sessions.c.last_seq, sessions.c.subject_id, sessions.c.settings).where(
                 _of(sessions, tenant, session_id)
             )
         ).first()
@@ -238,6 +240,7 @@ def load_context(
         messages=kept,
         unsummarized_tokens=int(total_tokens),
         unsummarized_messages=int(total_messages),
+        settings={str(k): str(v) for k, v in (session.settings or {}).items()},
     )
 
 

@@ -26,6 +26,7 @@ from sqlalchemy import Engine, text
 from config.settings import Settings
 from core import deadletters
 from core.backoff import Backoff
+from core.backpressure import Drained, MemoryGuard, settle
 from core.codec import decode_wal_entry
 from core.errors import PermanentError, TransientError
 from core.keys import CONSUMER_GROUP, Keys
@@ -52,6 +53,9 @@ class DrainReport:
     shards: list[int] = field(default_factory=list)
     # Sessions whose flagged entries were just committed: the caller enqueues a summary.
     summarize: set[tuple[str, str]] = field(default_factory=set)
+    # The decodable entries of the last batch (persisted or dead-lettered): they leave the WAL,
+    # so their sessions' high water and their tenants' bytes are settled after the ack.
+    drained: list[Drained] = field(default_factory=list)
     # Set when the durable store is failing and the drainer is backing off.
     error: str | None = None
     retry_in_s: float = 0.0
@@ -113,6 +117,7 @@ class Drainer:
             base_ms=settings.store_backoff_base_ms,
             cap_s=settings.store_backoff_cap_s,
         )
+        self.memory = MemoryGuard(redis, self.keys, high_ratio=settings.redis_memory_high_ratio)
         self._groups_ready: set[str] = set()
         # Deliveries of entries taken over from other consumers, for the dead-letter rule.
         self._deliveries: dict[str, int] = {}
@@ -192,9 +197,13 @@ class Drainer:
                 offenders.append((entry, f"delivered {deliveries} times (limit {limit})"))
                 continue
             try:
-                decoded.append((entry, decode_wal_entry(entry[1])))
+                row = decode_wal_entry(entry[1])
             except PermanentError as exc:
                 offenders.append((entry, str(exc)))
+                continue
+            decoded.append((entry, row))
+            size = len(entry[1]["d"].encode())
+            report.drained.append(Drained(row.tenant, row.session_id, row.seq, size))
         offenders += self._persist_isolating(decoded, report)
         report.dead_lettered = len(offenders)
         return report, offenders
@@ -262,6 +271,8 @@ class Drainer:
     def process(self, shard: int, entries: list[Entry]) -> DrainReport:
         report, offenders = self.persist(entries)
         self.acknowledge(shard, entries, offenders)
+        settle(self.scripts, self.keys, shard, report.drained)
+        report.drained = []
         return report
 
     def drain_shard(self, shard: int, *, deadline: float) -> DrainReport:
@@ -320,6 +331,7 @@ class Drainer:
         deadline = time.monotonic() + (budget_s or self.settings.flush_budget_s)
         report = DrainReport()
         try:
+            self.memory.check()
             wait_s = self.backoff.wait_s()
             busy = [] if wait_s else [status.shard for status in self.status() if status.backlog]
         except (redis.ConnectionError, redis.TimeoutError) as exc:

@@ -18,13 +18,16 @@ def free_port() -> int:
 
 
 class PrivateRedis:
-    def __init__(self, workdir: Path, *, appendfsync: str = "everysec") -> None:
+    def __init__(
+        self, workdir: Path, *, appendfsync: str = "everysec", appendonly: bool = True
+    ) -> None:
         binary = shutil.which("redis-server")
         assert binary, "redis-server is needed for this test"
         self.binary = binary
         self.workdir = workdir
         self.port = free_port()
         self.appendfsync = appendfsync
+        self.appendonly = appendonly
         self.process: subprocess.Popen[bytes] | None = None
         workdir.mkdir(parents=True, exist_ok=True)
 
@@ -44,7 +47,7 @@ class PrivateRedis:
                 "--save",
                 "",
                 "--appendonly",
-                "yes",
+                "yes" if self.appendonly else "no",
                 "--appendfsync",
                 self.appendfsync,
                 "--maxmemory-policy",

@@ -35,7 +35,8 @@ def test_append_is_exactly_one_evalsha(settings: Settings, tmp_path: Path) -> No
 
 
 def _count_append_commands(client: MemoryClient) -> None:
-    client.append("warm-up", "user", "opens the pooled connection")
+    for i in range(5):  # the first append of a session is the cold path (two calls)
+        client.append(f"s-{i}", "user", "opens the pooled connection and the session")
     client.redis.config_resetstat()
     for i in range(50):
         client.append(f"s-{i % 5}", "user" if i % 2 else "assistant", f"message {i}")
@@ -50,7 +51,8 @@ def _count_append_commands(client: MemoryClient) -> None:
 
 def test_monitor_sees_one_client_command_per_append(client: MemoryClient) -> None:
     """P1, seen from the server: MONITOR shows one EVALSHA per append from the client socket."""
-    client.append("warm-up", "user", "opens the pooled connection")
+    for i in range(3):  # warm sessions: a session's first append is the cold path
+        client.append(f"s-{i}", "user", "opens the pooled connection and the session")
     marker = f"end-{os.getpid()}"
     watcher = redis.Redis(
         connection_pool=redis.ConnectionPool(**client.redis.connection_pool.connection_kwargs)

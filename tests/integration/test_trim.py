@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import random
 
+import pytest
 import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from config.settings import Settings
 from core.client import MemoryClient
+from core.db import migrate
 from core.keys import CONSUMER_GROUP
 from core.wal import Drainer
 from tests.conftest import REDIS_URL
@@ -43,17 +45,25 @@ def test_trim_keeps_a_dead_consumers_pending_entries(
     assert len(_ids(client.redis, wal)) == 300 - 250 + 1
 
 
+@pytest.fixture(scope="module")
+def store_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A migrated SQLite store: a session's first append reads it (the cold path)."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('trim') / 'memscribe.db'}"
+    migrate(url)
+    return url
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     appends=st.lists(st.integers(min_value=1, max_value=30), min_size=1, max_size=6),
     seed=st.integers(min_value=0, max_value=2**32 - 1),
 )
-def test_trim_never_drops_unacked_entries(appends: list[int], seed: int) -> None:
+def test_trim_never_drops_unacked_entries(store_url: str, appends: list[int], seed: int) -> None:
     """Random reads by several consumers and random acks: every un-acked entry is still there."""
     rng = random.Random(seed)
     client: redis.Redis = redis.Redis.from_url(REDIS_URL, decode_responses=True)
     client.flushdb()
-    test_settings = Settings(redis_url=REDIS_URL, shards=1, database_url="sqlite://")
+    test_settings = Settings(redis_url=REDIS_URL, shards=1, database_url=store_url)
     memory = MemoryClient(redis=client, settings=test_settings)
     wal = memory.keys.wal(0)
     client.xgroup_create(wal, CONSUMER_GROUP, id="0", mkstream=True)

@@ -5,23 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import redis
 
 from core.client import MemoryClient
 from core.errors import ValidationError
-
-
-def _snapshot(client: redis.Redis) -> dict[str, bytes | None]:
-    raw = redis.Redis(
-        connection_pool=redis.ConnectionPool(
-            **client.connection_pool.connection_kwargs | {"decode_responses": False}
-        )
-    )
-    keys = sorted(raw.scan_iter(count=1000))
-    state = {key.decode(): raw.dump(key) for key in keys}
-    raw.close()
-    return state
-
+from tests.helpers.redis_state import redis_snapshot
 
 GOOD: dict[str, Any] = {"session_id": "s-1", "role": "user", "content": "hello"}
 
@@ -68,7 +55,7 @@ def test_bad_input_is_refused_and_leaves_no_trace(
 ) -> None:
     """Each rule names its field and limit; Redis is byte-for-byte unchanged."""
     client.append("s-1", "user", "an existing message", subject_id="alice")
-    before = _snapshot(client.redis)
+    before = redis_snapshot(client.redis)
     arguments = {**GOOD, **overrides}
     with pytest.raises(ValidationError) as error:
         client.append(
@@ -80,7 +67,7 @@ def test_bad_input_is_refused_and_leaves_no_trace(
     assert error.value.field == field
     assert str(error.value).startswith(f"{field}: ")
     assert words in str(error.value)
-    assert _snapshot(client.redis) == before
+    assert redis_snapshot(client.redis) == before
 
 
 def test_limits_are_inclusive(client: MemoryClient) -> None:

@@ -1,0 +1,104 @@
+"""The drain side of backpressure: giving back what drained, and flagging a Redis that is full.
+
+append.lua refuses work (``BackpressureError``) before Redis itself would: past a shard's WAL
+backlog limit, past a tenant's quota of not-yet-durable bytes, or while this module's memory
+flag is up. The drainer calls ``settle`` after every durable batch (the high water of each
+session and each tenant's bytes go down), and ``MemoryGuard.check`` at most once a second.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from core.keys import Keys
+from core.scripts import Scripts
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Drained:
+    """One entry that left the WAL for good (persisted, replayed or dead-lettered)."""
+
+    tenant: str
+    session_id: str
+    seq: int
+    body_bytes: int
+
+
+def settle(scripts: Scripts, keys: Keys, shard: int, drained: Iterable[Drained]) -> None:
+    """Clear the high water of sessions whose newest entry drained; return tenants' bytes."""
+    highest: dict[str, int] = {}
+    held: dict[str, int] = {}
+    for entry in drained:
+        member = f"{entry.tenant}/{entry.session_id}"
+        highest[member] = max(highest.get(member, 0), entry.seq)
+        held[entry.tenant] = held.get(entry.tenant, 0) + entry.body_bytes
+    if not highest:
+        return
+    args: list[str | int] = [len(highest)]
+    for member, seq in highest.items():
+        args += [member, seq]
+    for tenant, size in held.items():
+        args += [tenant, size]
+    scripts.settle(keys=[keys.high_water(shard), keys.tenant_bytes(shard)], args=args)
+
+
+def _memory_ratio(client: redis.Redis) -> float:
+    """used_memory / maxmemory of the fullest server (0 when no maxmemory is set)."""
+    reply: Any = client.info("memory")
+    # A cluster client answers per node: {node: info}; a plain one answers with one info.
+    infos = list(reply.values()) if "used_memory" not in reply else [reply]
+    ratios = [
+        int(info["used_memory"]) / int(info["maxmemory"])
+        for info in infos
+        if isinstance(info, dict) and int(info.get("maxmemory", 0))
+    ]
+    return max(ratios, default=0.0)
+
+
+class MemoryGuard:
+    """Raises every shard's pressure flag while Redis is fuller than ``high_ratio``."""
+
+    def __init__(
+        self, client: redis.Redis, keys: Keys, *, high_ratio: float, every_s: float = 1.0
+    ) -> None:
+        self._redis = client
+        self._keys = keys
+        self._high = high_ratio
+        self._every_s = every_s
+        self._next = 0.0
+        self.flagged = False
+
+    def check(self) -> bool:
+        """Look at Redis memory if the last look is older than ``every_s``; True when full."""
+        now = time.monotonic()
+        if now < self._next:
+            return self.flagged
+        self._next = now + self._every_s
+        ratio = _memory_ratio(self._redis)
+        full = ratio >= self._high
+        if full or self.flagged:
+            # The flags expire on their own, so a drainer that dies never leaves them up.
+            ttl_ms = int(self._every_s * 5000)
+            with self._redis.pipeline(transaction=False) as pipe:
+                for shard in range(self._keys.shards):
+                    if full:
+                        pipe.set(self._keys.pressure(shard), f"{ratio:.3f}", px=ttl_ms)
+                    else:
+                        pipe.delete(self._keys.pressure(shard))
+                pipe.execute()
+        if full != self.flagged:
+            log.warning(
+                "Redis memory at %.0f%% of maxmemory: appends %s",
+                ratio * 100,
+                "refused until it drains" if full else "accepted again",
+            )
+        self.flagged = full
+        return full
