@@ -9,11 +9,19 @@ processes it needs (``bench.pipeline``) and leaves the stores reusable.
 from __future__ import annotations
 
 from bench.section import Section
-from bench.sections import append_latency, durable_throughput, lag, redis_memory, summarization
+from bench.sections import (
+    append_cold,
+    append_latency,
+    durable_throughput,
+    lag,
+    redis_memory,
+    summarization,
+)
 
 SECTIONS: list[Section] = [
     # No worker runs during the first two: appends pile up in Redis, nothing competes for CPU.
     append_latency.SECTION,
+    append_cold.SECTION,
     redis_memory.SECTION,
     durable_throughput.SECTION,
     lag.SECTION,

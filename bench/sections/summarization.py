@@ -132,7 +132,7 @@ def _calls_per_crossing(
     return client
 
 
-def _timed(call: Callable[[], object], count: int, out: list[int]) -> None:
+def timed(call: Callable[[], object], count: int, out: list[int]) -> None:
     clock = time.perf_counter_ns
     for _ in range(count):
         began = clock()
@@ -150,11 +150,11 @@ def _context_vs_ping(ctx: BenchContext, client: MemoryClient, samples: Samples) 
     timings: dict[str, list[int]] = {"context": [], "ping": []}
     calls = {"context": context, "ping": ctx.redis.ping}
     for call in calls.values():
-        _timed(call, 200, [])  # warm-up
+        timed(call, 200, [])  # warm-up
     for index in range(0, ctx.config.latency_calls, CHUNK):
         order = list(calls) if (index // CHUNK) % 2 == 0 else list(reversed(calls))
         for name in order:
-            _timed(calls[name], CHUNK, timings[name])
+            timed(calls[name], CHUNK, timings[name])
     for name, values in timings.items():
         ordered = sorted(values)
         samples.add(f"{name}.p50", percentile(ordered, 50) / 1000)
