@@ -1,7 +1,8 @@
 """The public API: ``MemoryClient``.
 
-``append`` is the request path: validation and token counting in process, then exactly one
-Redis call (an EVALSHA of ``core/lua/append.lua``). No PostgreSQL, no Celery publish: workers
+``append`` and ``append_many`` are the request path (``core/appender.py``): validation and
+token counting in process, then exactly one Redis call (an EVALSHA of ``core/lua/append.lua``)
+for a warm session. No PostgreSQL, no Celery publish: workers
 drain the shard's write-ahead stream into the durable store behind the caller's back. When an
 append crosses the session's summary trigger, the same call marks its WAL entry, and the
 drainer enqueues the summary once that entry is durable.
@@ -10,16 +11,17 @@ drainer enqueues the summary once that entry is durable.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import redis
 from sqlalchemy import Engine
 
 from config.settings import Settings, get_settings
-from core import session_restore, session_settings
+from core import session_settings
+from core.appender import Appender
 from core.budget import Budgets
-from core.codec import decode_buffer_item, encode_message
+from core.codec import decode_buffer_item
 from core.db import make_engine
 from core.errors import ConfigurationError, ValidationError
 from core.keys import Keys, SessionKeys
@@ -31,15 +33,10 @@ from core.models import (
     SessionMemorySettings,
     memory_defaults,
     micros_to_datetime,
-    new_message_id,
-    validate_content,
     validate_id,
-    validate_metadata,
-    validate_role,
 )
 from core.redis_errors import redis_errors
 from core.scripts import Scripts
-from core.summary_store import DurableContext
 from core.tokens import TokenCounter, token_counter
 
 # Sends a task by name with id-only arguments: ("llm.summarize", [tenant, session_id]). core/
@@ -75,9 +72,9 @@ class MemoryClient:
         self._engine = engine
         self._enqueue = enqueue
         self._pending_ms = int(settings.summary_pending_timeout_s * 1000)
-        # The tenant quota is enforced per shard (sessions spread evenly over shards).
-        budget = settings.tenant_backlog_budget_bytes
-        self._tenant_budget = -(-budget // settings.shards) if budget else 0
+        self._appender = Appender(
+            redis=redis, scripts=self.scripts, settings=settings, tokens=self.tokens
+        )
 
     @classmethod
     def from_settings(
@@ -112,63 +109,51 @@ class MemoryClient:
         """Append one message to a session. One Redis round trip; durable shortly after.
 
         Retrying with the same ``message_id`` returns the original ``seq`` (``duplicate=True``)
-        and writes nothing. Raises ``ValidationError`` (nothing written) for bad input.
+        and writes nothing. Raises ``ValidationError`` (nothing written) for bad input,
+        ``BackpressureError`` (retryable, nothing written) while Redis holds too much that is
+        not yet durable. The first append of a session Redis does not hold costs one durable
+        read and one more Redis call (``docs/sessions.md``).
         """
-        settings = self.settings
+        keys = self._session_keys(tenant, session_id, subject_id)
+        message = self._appender.prepare(
+            keys,
+            role=role,
+            content=content,
+            message_id=message_id,
+            metadata=metadata,
+            subject_id=subject_id,
+            created_us=time.time_ns() // 1000,
+        )
+        [result] = self._appender.send(keys, [message], subject_id=subject_id, engine=self.engine)
+        return result
+
+    def append_many(
+        self,
+        session_id: str,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        tenant: str = "default",
+        subject_id: str | None = None,
+    ) -> list[AppendResult]:
+        """Append several messages of one session in one Redis round trip, all or nothing.
+
+        ``messages``: mappings with ``role``, ``content`` and optional ``message_id`` and
+        ``metadata`` (1..1000 of them), e.g. an agent's tool call and its result. The same
+        validation (errors name ``messages[i].<field>``) and idempotency as ``append``: a
+        repeated ``message_id`` comes back with its original seq and ``duplicate=True``.
+        """
+        keys = self._session_keys(tenant, session_id, subject_id)
+        prepared = self._appender.prepare_many(
+            keys, messages, subject_id=subject_id, created_us=time.time_ns() // 1000
+        )
+        return self._appender.send(keys, prepared, subject_id=subject_id, engine=self.engine)
+
+    def _session_keys(self, tenant: str, session_id: str, subject_id: str | None) -> SessionKeys:
         validate_id("tenant", tenant)
         validate_id("session_id", session_id)
         if subject_id is not None:
             validate_id("subject_id", subject_id)
-        message_id = validate_id("message_id", message_id or new_message_id())
-        validate_role(role)
-        validate_content(content, max_bytes=settings.max_content_bytes)
-        validate_metadata(metadata, max_bytes=settings.max_metadata_bytes)
-
-        tokens = self.tokens.count_message(role, content)
-        keys = self.keys.session(tenant, session_id)
-        now_ns = time.time_ns()
-        body = encode_message(
-            message_id=message_id,
-            tenant=tenant,
-            session_id=session_id,
-            role=role,
-            content=content,
-            tokens=tokens,
-            created_us=now_ns // 1000,
-            subject_id=subject_id,
-            metadata=metadata,
-        )
-        args: list[str | int] = [
-            message_id,
-            body,
-            tokens,
-            settings.buffer_max_messages,
-            settings.session_ttl_s,
-            settings.dedupe_window,
-            subject_id or "",
-            settings.summary_trigger_tokens,
-            settings.buffer_max_tokens,
-            now_ns // 1_000_000,
-            self._pending_ms,
-            keys.member,
-            tenant,
-            settings.max_wal_backlog,
-            self._tenant_budget,
-            str(settings.tenant_backlog_reserve),
-            "",  # no restore: the warm path
-        ]
-        reply = self._append_script(keys, args)
-        if int(reply[0]) == -1:
-            # Redis has forgotten the session (or never had it): one durable read, one more call.
-            reply = self._append_script(keys, [*args[:-1], *self._restore_args(tenant, session_id)])
-        seq, duplicate, _buffered, _unsummarized, crossed = reply
-        return AppendResult(
-            message_id=message_id,
-            seq=int(seq),
-            tokens=tokens,
-            duplicate=bool(duplicate),
-            summary_triggered=bool(crossed),
-        )
+        return self.keys.session(tenant, session_id)
 
     def context(self, session_id: str, *, tenant: str = "default") -> Context:
         """The session's summary and the buffered messages after it, in one Redis round trip.
@@ -200,45 +185,12 @@ class MemoryClient:
             )
         return self._read_through(tenant=tenant, session_id=session_id)
 
-    def _restore_args(self, tenant: str, session_id: str) -> list[str | int]:
-        return session_restore.restore_args(
-            self._durable(tenant, session_id), tenant=tenant, session_id=session_id
-        )
-
-    def _durable(self, tenant: str, session_id: str) -> DurableContext | None:
-        return session_restore.load(
-            self.engine,
-            tenant=tenant,
-            session_id=session_id,
-            max_messages=self.settings.buffer_max_messages,
-            max_tokens=self.settings.buffer_max_tokens,
-        )
-
-    def _append_script(self, keys: SessionKeys, args: list[str | int]) -> Any:
-        with redis_errors():
-            return self.scripts.append(
-                keys=[
-                    keys.meta,
-                    keys.buffer,
-                    keys.recent_ids,
-                    keys.wal,
-                    keys.config,
-                    keys.summary_pending,
-                    *keys.shared_by_append(),
-                ],
-                args=args,
-            )
-
     def _read_through(self, *, tenant: str, session_id: str) -> Context:
-        durable = self._durable(tenant, session_id)
+        keys = self.keys.session(tenant, session_id)
+        durable = self._appender.durable(self.engine, keys)
         if durable is None:
             return Context()
-        keys = self.keys.session(tenant, session_id)
-        # append.lua without a message: restores the session unless an append re-created it.
-        restore = session_restore.restore_args(durable, tenant=tenant, session_id=session_id)
-        ttl = self.settings.session_ttl_s
-        no_message: list[str | int] = ["", "", 0, 0, ttl, 0, "", 0, 0, 0, 0, keys.member, tenant]
-        self._append_script(keys, [*no_message, 0, 0, 0, *restore])
+        self._appender.restore(keys, durable)
         summary = durable.summary
         summary_tokens = summary.tokens if summary else 0
         return Context(
@@ -369,7 +321,7 @@ class MemoryClient:
                 requests=int(meta.get("rq", 0)),
                 settings=effective,
             )
-        durable = self._durable(tenant, session_id)
+        durable = self._appender.durable(self.engine, keys)
         if durable is None:
             return MemoryStats(
                 in_redis=False,

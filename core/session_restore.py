@@ -32,13 +32,12 @@ def load(
 def restore_args(
     durable: DurableContext | None, *, tenant: str, session_id: str
 ) -> list[str | int]:
-    """append.lua's restore arguments (ARGV[17..]) for ``durable``; a brand-new session (None)
-    restores as empty, so its first append gets seq 1."""
+    """append.lua's restore arguments (after the messages) for ``durable``; a brand-new
+    session (None) restores as empty, so its first append gets seq 1."""
     if durable is None:
-        return ["1", 0, "", 0, "", 0, 0, 0, 0, 0]
+        return [0, "", 0, "", 0, 0, 0, 0, 0]
     summary = durable.summary
     args: list[str | int] = [
-        "1",
         durable.last_seq,
         durable.subject_id or "",
         summary.covers_through_seq if summary else 0,

@@ -1,0 +1,215 @@
+"""The request path: messages validated and encoded in process, then one ``EVALSHA`` of
+``core/lua/append.lua`` for any number of messages of one session.
+
+A warm session costs that one call. A session Redis does not hold (forgotten, or brand-new)
+costs one more: the first call returns "cold" without writing, the session is read from the
+durable store, and the same script runs again with it (``core/session_restore.py``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from sqlalchemy import Engine
+
+from config.settings import Settings
+from core import session_restore
+from core.codec import encode_message
+from core.errors import ValidationError
+from core.keys import SessionKeys
+from core.models import (
+    AppendResult,
+    new_message_id,
+    validate_content,
+    validate_id,
+    validate_metadata,
+    validate_role,
+)
+from core.redis_errors import redis_errors
+from core.scripts import Scripts
+from core.summary_store import DurableContext
+from core.tokens import TokenCounter
+
+# One call's arguments stay well below Redis's limits, and one call never holds Redis long.
+APPEND_MANY_MAX = 1000
+_MESSAGE_FIELDS = {"role", "content", "message_id", "metadata"}
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """One validated message, encoded as the buffer and the WAL carry it."""
+
+    message_id: str
+    body: str
+    tokens: int
+
+
+class Appender:
+    """Builds and sends append.lua calls for one deployment's settings."""
+
+    def __init__(
+        self, *, redis: redis.Redis, scripts: Scripts, settings: Settings, tokens: TokenCounter
+    ) -> None:
+        self._redis = redis
+        self._scripts = scripts
+        self._settings = settings
+        self._tokens = tokens
+        self._pending_ms = int(settings.summary_pending_timeout_s * 1000)
+        # The tenant quota is enforced per shard (sessions spread evenly over shards).
+        budget = settings.tenant_backlog_budget_bytes
+        self._tenant_budget = -(-budget // settings.shards) if budget else 0
+
+    def prepare(
+        self,
+        keys: SessionKeys,
+        *,
+        role: object,
+        content: object,
+        message_id: object,
+        metadata: object,
+        subject_id: str | None,
+        created_us: int,
+        field: str = "",
+    ) -> Prepared:
+        """Validate and encode one message; ``field`` prefixes the names in errors."""
+        settings = self._settings
+        try:
+            checked_id = validate_id("message_id", message_id or new_message_id())
+            checked_role = validate_role(role)
+            checked_content = validate_content(content, max_bytes=settings.max_content_bytes)
+            checked_metadata = validate_metadata(metadata, max_bytes=settings.max_metadata_bytes)
+        except ValidationError as exc:
+            if not field:
+                raise
+            raise ValidationError(f"{field}.{exc.field}", str(exc).split(": ", 1)[1]) from None
+        tokens = self._tokens.count_message(checked_role, checked_content)
+        body = encode_message(
+            message_id=checked_id,
+            tenant=keys.tenant,
+            session_id=keys.session_id,
+            role=checked_role,
+            content=checked_content,
+            tokens=tokens,
+            created_us=created_us,
+            subject_id=subject_id,
+            metadata=checked_metadata,
+        )
+        return Prepared(checked_id, body, tokens)
+
+    def prepare_many(
+        self, keys: SessionKeys, messages: object, *, subject_id: str | None, created_us: int
+    ) -> list[Prepared]:
+        if not isinstance(messages, Sequence) or isinstance(messages, str | bytes):
+            raise ValidationError("messages", "must be a list of mappings")
+        if not 1 <= len(messages) <= APPEND_MANY_MAX:
+            raise ValidationError(
+                "messages", f"must hold 1..{APPEND_MANY_MAX} messages, got {len(messages)}"
+            )
+        prepared = []
+        for index, message in enumerate(messages):
+            field = f"messages[{index}]"
+            if not isinstance(message, Mapping):
+                raise ValidationError(field, f"must be a mapping, got {type(message).__name__}")
+            unknown = set(message) - _MESSAGE_FIELDS
+            if unknown:
+                raise ValidationError(field, f"unknown keys {sorted(map(str, unknown))}")
+            prepared.append(
+                self.prepare(
+                    keys,
+                    role=message.get("role"),
+                    content=message.get("content"),
+                    message_id=message.get("message_id"),
+                    metadata=message.get("metadata"),
+                    subject_id=subject_id,
+                    created_us=created_us,
+                    field=field,
+                )
+            )
+        return prepared
+
+    def send(
+        self,
+        keys: SessionKeys,
+        messages: list[Prepared],
+        *,
+        subject_id: str | None,
+        engine: Engine,
+    ) -> list[AppendResult]:
+        """Append ``messages`` (all or nothing): one EVALSHA warm, two and a durable read cold."""
+        header = self._header(keys, len(messages), subject_id)
+        body: list[str | int] = []
+        for message in messages:
+            body += [message.message_id, message.body, message.tokens]
+        reply = self._call(keys, [*header, "", *body])
+        if int(reply[0]) == -1:
+            # Redis has forgotten the session (or never had it): read the store, call again.
+            durable = self.durable(engine, keys)
+            restore = session_restore.restore_args(
+                durable, tenant=keys.tenant, session_id=keys.session_id
+            )
+            reply = self._call(keys, [*header, "1", *body, *restore])
+        crossed = int(reply[0])
+        return [
+            AppendResult(
+                message_id=message.message_id,
+                seq=int(reply[1 + 2 * index]),
+                tokens=message.tokens,
+                duplicate=bool(int(reply[2 + 2 * index])),
+                summary_triggered=crossed == index + 1,
+            )
+            for index, message in enumerate(messages)
+        ]
+
+    def restore(self, keys: SessionKeys, durable: DurableContext) -> None:
+        """Re-warm a cold session from ``durable`` unless an append re-created it meanwhile."""
+        restore = session_restore.restore_args(
+            durable, tenant=keys.tenant, session_id=keys.session_id
+        )
+        self._call(keys, [*self._header(keys, 0, None), "1", *restore])
+
+    def durable(self, engine: Engine, keys: SessionKeys) -> DurableContext | None:
+        return session_restore.load(
+            engine,
+            tenant=keys.tenant,
+            session_id=keys.session_id,
+            max_messages=self._settings.buffer_max_messages,
+            max_tokens=self._settings.buffer_max_tokens,
+        )
+
+    def _header(self, keys: SessionKeys, count: int, subject_id: str | None) -> list[str | int]:
+        settings = self._settings
+        return [
+            count,
+            settings.buffer_max_messages,
+            settings.session_ttl_s,
+            settings.dedupe_window,
+            subject_id or "",
+            settings.summary_trigger_tokens,
+            settings.buffer_max_tokens,
+            time.time_ns() // 1_000_000,
+            self._pending_ms,
+            keys.member,
+            keys.tenant,
+            settings.max_wal_backlog,
+            self._tenant_budget,
+            str(settings.tenant_backlog_reserve),
+        ]
+
+    def _call(self, keys: SessionKeys, args: list[str | int]) -> Any:
+        with redis_errors():
+            return self._scripts.append(
+                keys=[
+                    keys.meta,
+                    keys.buffer,
+                    keys.recent_ids,
+                    keys.wal,
+                    keys.config,
+                    keys.summary_pending,
+                    *keys.shared_by_append(),
+                ],
+                args=args,
+            )
