@@ -75,6 +75,8 @@ class BenchConfig:
     content_tokens: int
     # 1. append path latency
     latency_calls: int
+    # Calls a variant makes before the next one takes its turn. 1: every call alternates, so
+    # each variant sees the same scheduler state (see append_latency's docstring).
     latency_chunk: int
     aof_always: bool
     # 2. durable throughput
@@ -98,7 +100,7 @@ FULL = BenchConfig(
     sessions=1000,
     content_tokens=100,
     latency_calls=20_000,
-    latency_chunk=250,
+    latency_chunk=1,
     aof_always=True,
     throughput_messages=50_000,
     naive_messages=3_000,
@@ -113,7 +115,7 @@ QUICK = replace(
     mode="quick",
     repetitions=3,
     latency_calls=1_500,
-    latency_chunk=100,
+    latency_chunk=1,
     throughput_messages=10_000,
     naive_messages=600,
     lag_seconds=4,
@@ -126,7 +128,7 @@ TINY = replace(
     repetitions=2,
     sessions=50,
     latency_calls=200,
-    latency_chunk=50,
+    latency_chunk=1,
     aof_always=False,
     throughput_messages=1_000,
     naive_messages=100,

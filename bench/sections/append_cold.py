@@ -44,7 +44,7 @@ def _appender(ctx: BenchContext, sessions: list[str]) -> Callable[[int], object]
 
 def run(ctx: BenchContext) -> list[Figure]:
     config, redis = ctx.config, ctx.redis
-    count = max(config.latency_chunk, config.latency_calls // 10)
+    count = max(50, config.latency_calls // 10)
     samples = Samples()
     for repetition in range(config.repetitions):
         ctx.reset()

@@ -102,12 +102,14 @@ if n == 0 then
   return {0}
 end
 
+-- The session's state, read once; every change is written back in one HSET at the end.
+local state = redis.call('HMGET', meta, 'seq', 'tok', 'utok', 'pend', 'sub', 'exp')
+local seq = tonumber(state[1]) or 0
+local buffered, unsummarized = tonumber(state[2]) or 0, tonumber(state[3]) or 0
+local until_ms, bound, refreshed = tonumber(state[4]), state[5], tonumber(state[6])
 -- A session belongs to one subject (erasure finds it by that). Checked before any write.
-if subject ~= '' then
-  local bound = redis.call('HGET', meta, 'sub')
-  if bound and bound ~= subject then
-    return redis.error_reply('SUBJECT subject_id differs from the one this session belongs to')
-  end
+if subject ~= '' and bound and bound ~= subject then
+  return redis.error_reply('SUBJECT subject_id differs from the one this session belongs to')
 end
 local custom = redis.call('HMGET', config, 'trigger', 'max_messages', 'max_tokens')
 local trigger = tonumber(custom[1]) or tonumber(ARGV[6])
@@ -115,71 +117,84 @@ local max_messages = tonumber(custom[2]) or tonumber(ARGV[2])
 local max_tokens = tonumber(custom[3]) or tonumber(ARGV[7])
 
 local reply = {0}
-local appended = 0
-local seq, buffered, unsummarized, length
+local items, new_ids, batch_ids = {}, {}, {}
+local bytes = 0
 for i = 16, 15 + 3 * n, 3 do
   local message_id, body, tokens = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
-  local seen = redis.call('ZSCORE', ids, message_id)
+  local seen = batch_ids[message_id] or tonumber(redis.call('ZSCORE', ids, message_id))
   if seen then
-    reply[#reply + 1] = tonumber(seen)
+    reply[#reply + 1] = seen
     reply[#reply + 1] = 1
   else
-    seq = redis.call('HINCRBY', meta, 'seq', 1)
-    buffered = redis.call('HINCRBY', meta, 'tok', tokens)
-    unsummarized = redis.call('HINCRBY', meta, 'utok', tokens)
-    length = redis.call('RPUSH', buffer, seq .. ':' .. tokens .. ':' .. body)
-    if length > max_messages or buffered > max_tokens then
-      -- The oldest leave the buffer but stay unsummarized (utok keeps counting them) and
-      -- durable (WAL, store): the next fold reads them from the store. The newest stays.
-      while length > 1 and (length > max_messages or buffered > max_tokens) do
-        local old = redis.call('LPOP', buffer)
-        local first = string.find(old, ':', 1, true)
-        local second = string.find(old, ':', first + 1, true)
-        buffered = buffered - tonumber(string.sub(old, first + 1, second - 1))
-        length = length - 1
-      end
-      redis.call('HSET', meta, 'tok', buffered)
-    end
+    seq = seq + 1
+    buffered = buffered + tokens
+    unsummarized = unsummarized + tokens
+    batch_ids[message_id] = seq
+    items[#items + 1] = seq .. ':' .. tokens .. ':' .. body
+    new_ids[#new_ids + 1] = seq
+    new_ids[#new_ids + 1] = message_id
     -- A crossing: this message leaves the unsummarized total at or above the trigger while no
     -- summary is pending. Exactly one per pending summary: the flag stays until the summarize
     -- commit clears it (or it outlives pending_timeout_ms, when its task is presumed lost).
-    local crossed = false
-    if reply[1] == 0 and unsummarized >= trigger then
-      local until_ms = tonumber(redis.call('HGET', meta, 'pend'))
-      if not until_ms or until_ms <= now then
-        redis.call('HSET', meta, 'pend', now + pending_ms)
-        redis.call('HINCRBY', meta, 'xc', 1)
-        redis.call('ZADD', pending, now, member)
-        crossed = true
-        reply[1] = (i - 13) / 3
-      end
-    end
-    redis.call('ZADD', ids, seq, message_id)
+    local crossed = reply[1] == 0 and unsummarized >= trigger and (not until_ms or until_ms <= now)
     -- Every entry names its kind and format version, so a worker that meets a newer one
     -- leaves it for a newer worker (rolling upgrades). 'm' 1: a chat message.
     if crossed then
+      until_ms = now + pending_ms
+      redis.call('HINCRBY', meta, 'xc', 1)
+      redis.call('ZADD', pending, now, member)
+      reply[1] = (i - 13) / 3
       -- The drainer enqueues llm.summarize for this session once this entry is committed.
       redis.call('XADD', wal, '*', 'k', 'm', 'v', '1', 'q', seq, 'd', body, 'sum', '1')
     else
       redis.call('XADD', wal, '*', 'k', 'm', 'v', '1', 'q', seq, 'd', body)
     end
-    redis.call('HINCRBY', tenant_bytes, tenant, #body)
-    appended = appended + 1
+    bytes = bytes + #body
     reply[#reply + 1] = seq
     reply[#reply + 1] = 0
   end
 end
-if appended > 0 then
-  if subject ~= '' then
-    redis.call('HSET', meta, 'sub', subject)
+if #items == 0 then
+  return reply
+end
+local length = redis.call('RPUSH', buffer, unpack(items))
+if length > max_messages or buffered > max_tokens then
+  -- The oldest leave the buffer but stay unsummarized (utok keeps counting them) and durable
+  -- (WAL, store): the next fold reads them from the store. The newest message always stays.
+  while length > 1 and (length > max_messages or buffered > max_tokens) do
+    local old = redis.call('LPOP', buffer)
+    local first = string.find(old, ':', 1, true)
+    local second = string.find(old, ':', first + 1, true)
+    buffered = buffered - tonumber(string.sub(old, first + 1, second - 1))
+    length = length - 1
   end
-  if redis.call('ZCARD', ids) > window then
-    redis.call('ZREMRANGEBYRANK', ids, 0, -(window + 1))
+end
+redis.call('ZADD', ids, unpack(new_ids))
+if #items > 1 or seq % 16 == 0 then
+  -- The dedupe window: trimmed every 16th append, so it holds window..window+15 ids.
+  redis.call('ZREMRANGEBYRANK', ids, 0, -(window + 1))
+end
+-- TTLs are refreshed at most every min(ttl / 100, 60 s), not on every append: a session
+-- expires between ttl and ttl + that much after its last append.
+local ttl_ms = tonumber(ttl) * 1000
+local due = not refreshed or now - refreshed >= math.min(ttl_ms / 100, 60000)
+if due then
+  refreshed = now
+end
+redis.call('HSET', meta, 'seq', seq, 'tok', buffered, 'utok', unsummarized, 'exp', refreshed)
+if until_ms and reply[1] > 0 then
+  redis.call('HSET', meta, 'pend', until_ms)
+end
+if subject ~= '' and not bound then
+  redis.call('HSET', meta, 'sub', subject)
+end
+redis.call('HSET', high_water, member, seq)
+redis.call('HINCRBY', tenant_bytes, tenant, bytes)
+if due then
+  for _, key in ipairs({meta, buffer, ids, config}) do
+    redis.call('EXPIRE', key, ttl)
   end
-  redis.call('HSET', high_water, member, seq)
-  redis.call('EXPIRE', meta, ttl)
-  redis.call('EXPIRE', buffer, ttl)
-  redis.call('EXPIRE', ids, ttl)
-  redis.call('EXPIRE', config, ttl)
+elseif length == #items then
+  redis.call('EXPIRE', buffer, ttl)  -- the buffer was empty (a summary folded all of it)
 end
 return reply
