@@ -35,6 +35,7 @@ format: install
 	$(VENV)/bin/ruff format .
 
 bench: install
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	$(PY) -m bench $(if $(QUICK),--quick,)
 
 clean:

@@ -14,6 +14,7 @@ from bench.sections import (
     append_latency,
     durable_throughput,
     lag,
+    network_hop,
     redis_memory,
     summarization,
 )
@@ -22,6 +23,7 @@ SECTIONS: list[Section] = [
     # No worker runs during the first two: appends pile up in Redis, nothing competes for CPU.
     append_latency.SECTION,
     append_cold.SECTION,
+    network_hop.SECTION,
     redis_memory.SECTION,
     durable_throughput.SECTION,
     lag.SECTION,

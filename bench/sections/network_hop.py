@@ -1,0 +1,116 @@
+"""1c. Over a real network hop: Redis in a namespace behind a veth pair with 1 ms of netem
+delay, where round trips dominate, as they do between an app server and its Redis.
+
+memscribe's append (one round trip) against PING (one), LangChain's
+``RedisChatMessageHistory.add_message`` (the real library: RPUSH, then EXPIRE when a TTL is
+set, two round trips, and nothing durable) and a Celery ``.delay()`` publish to a Redis broker
+on the same server. Calls alternate one by one; ratios are taken within each repetition.
+Needs root (``ip netns``); without it the section reports why and no figures.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+from celery import Celery
+
+from bench import netns
+from bench.context import BenchContext, log
+from bench.figures import Figure, Samples, percentile, summarize
+from bench.section import Section
+from bench.sections.append_latency import timed
+from config.settings import _with_db
+from core.client import MemoryClient, redis_from_url
+
+DELAY_MS = 1.0
+CALLS = 400
+
+
+def _langchain_add(url: str, ttl_s: int) -> tuple[str, Callable[[int], object]]:
+    """The real ``RedisChatMessageHistory.add_message`` (bench extra), or say it is missing."""
+    try:
+        from langchain_community.chat_message_histories import RedisChatMessageHistory
+        from langchain_core.messages import HumanMessage
+    except ImportError:
+        return "", lambda _i: None
+    histories = [
+        RedisChatMessageHistory(f"hop-{i}", url=url, key_prefix="bench:lc:", ttl=ttl_s)
+        for i in range(20)
+    ]
+
+    def add(i: int) -> object:
+        histories[i % len(histories)].add_message(HumanMessage(content=f"message {i}"))
+        return None
+
+    return "LangChain RedisChatMessageHistory.add_message (real library, ttl set)", add
+
+
+def run(ctx: BenchContext) -> list[Figure]:
+    reason = netns.unavailable()
+    if reason:
+        log(f"network hop: skipped ({reason})")
+        return []
+    samples = Samples()
+    with netns.redis_behind_a_hop(delay_ms=DELAY_MS, log_dir=ctx.log_dir) as (url, how):
+        log(f"network hop: {DELAY_MS:g} ms round trip added by {how}")
+        client = MemoryClient(redis=redis_from_url(url), settings=ctx.settings, engine=ctx.engine)
+        broker = Celery("bench-hop", broker=_with_db(url, 1), set_as_current=False)
+        broker.conf.update(task_serializer="json", accept_content=["json"])
+        label, langchain = _langchain_add(url, ctx.settings.session_ttl_s)
+        sessions = [f"hop-{uuid.uuid4().hex[:6]}-{i}" for i in range(20)]
+        calls: dict[str, Callable[[int], object]] = {
+            "ping": lambda _i: client.redis.ping(),
+            "memscribe": lambda i: client.append(sessions[i % 20], "user", f"message {i}"),
+            "celery": lambda i: broker.send_task("naive.save", kwargs={"i": i}, queue="hop"),
+        }
+        if label:
+            calls["langchain"] = langchain
+        for call in calls.values():  # connections, scripts, sessions (their cold append)
+            timed(call, 0, 40, [])
+        for repetition in range(ctx.config.repetitions):
+            timings: dict[str, list[int]] = {key: [] for key in calls}
+            for i in range(CALLS):
+                for key, call in calls.items():
+                    timed(call, i, 1, timings[key])
+            for key, values in timings.items():
+                samples.add(f"{key}.p50", percentile(sorted(values), 50.0) / 1000)
+            log(
+                f"network hop {repetition + 1}/{ctx.config.repetitions}: "
+                + ", ".join(f"{key} p50 {samples[f'{key}.p50'][-1]:.0f}us" for key in calls)
+            )
+        client.close()
+    labels = {
+        "memscribe": "memscribe append (one EVALSHA)",
+        "celery": "Celery .delay() publish (Redis broker)",
+        "langchain": label,
+    }
+    figures = [summarize("hop.ping.p50", "PING over the hop: p50", "us", samples["ping.p50"])]
+    for key in calls:
+        if key == "ping":
+            continue
+        figures.append(
+            summarize(f"hop.{key}.p50", f"{labels[key]}: p50", "us", samples[f"{key}.p50"])
+        )
+        figures.append(
+            summarize(
+                f"hop.{key}.p50_vs_ping",
+                f"{labels[key]}: p50 / PING p50",
+                "x",
+                samples.ratio(f"{key}.p50", "ping.p50"),
+                anchor="hop.ping.p50",
+            )
+        )
+    return figures
+
+
+SECTION = Section(
+    key="network_hop",
+    title="Over a real network hop (netns + veth, 1 ms more per round trip)",
+    run=run,
+    notes=(
+        "Round trips dominate here: one round trip should cost about one round trip. The delay "
+        "is tc netem where the kernel has it, else bench/delay_proxy.py in the namespace (the "
+        "log says which)."
+    ),
+)
