@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from bench import naive_app, stores
+from bench.anchors import langchain_add_message
 from bench.context import BenchContext, log
 from bench.figures import Figure, Samples, Target, percentile, summarize
 from bench.section import Section
@@ -90,6 +91,11 @@ def _variants(ctx: BenchContext, aof_client: MemoryClient | None) -> list[Varian
         Variant("ping", "Redis PING with redis-py, same pool (floor)", ping),
         Variant("memscribe", "memscribe MemoryClient.append (one EVALSHA)", memscribe),
         Variant("langchain", "LangChain-style RPUSH then EXPIRE (two round trips)", langchain),
+    ]
+    real_label, real_langchain = langchain_add_message(ctx.stores.redis_url, ttl_s)
+    if real_label:
+        variants.append(Variant("langchain_real", real_label, real_langchain))
+    variants += [
         Variant(slow, "Redis PING beside the slow anchors", ping, anchor=slow),
         Variant("celery", "naive: Celery save_task.delay() (broker publish)", celery_delay, slow),
         Variant("sql", "naive: SQLAlchemy INSERT + COMMIT per message", sql_insert, slow),
@@ -239,6 +245,17 @@ def _figures(variants: list[Variant], samples: Samples) -> list[Figure]:
                 samples.ratio(f"{variant.key}.p50", f"{variant.anchor}.p50"),
                 anchor=f"append.{variant.anchor}.p50",
                 target=P1_TARGET if variant.key == "memscribe" else None,
+            )
+        )
+    if any(variant.key == "langchain_real" for variant in variants):
+        figures.append(
+            summarize(
+                "append.memscribe.p50_vs_langchain",
+                "memscribe append p50 / LangChain add_message p50 (which is not durable)",
+                "x",
+                samples.ratio("memscribe.p50", "langchain_real.p50"),
+                anchor="append.langchain_real.p50",
+                target=Target("<=", 1.0),
             )
         )
     figures.append(

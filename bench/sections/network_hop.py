@@ -16,6 +16,7 @@ from collections.abc import Callable
 from celery import Celery
 
 from bench import netns
+from bench.anchors import langchain_add_message
 from bench.context import BenchContext, log
 from bench.figures import Figure, Samples, percentile, summarize
 from bench.section import Section
@@ -25,25 +26,6 @@ from core.client import MemoryClient, redis_from_url
 
 DELAY_MS = 1.0
 CALLS = 400
-
-
-def _langchain_add(url: str, ttl_s: int) -> tuple[str, Callable[[int], object]]:
-    """The real ``RedisChatMessageHistory.add_message`` (bench extra), or say it is missing."""
-    try:
-        from langchain_community.chat_message_histories import RedisChatMessageHistory
-        from langchain_core.messages import HumanMessage
-    except ImportError:
-        return "", lambda _i: None
-    histories = [
-        RedisChatMessageHistory(f"hop-{i}", url=url, key_prefix="bench:lc:", ttl=ttl_s)
-        for i in range(20)
-    ]
-
-    def add(i: int) -> object:
-        histories[i % len(histories)].add_message(HumanMessage(content=f"message {i}"))
-        return None
-
-    return "LangChain RedisChatMessageHistory.add_message (real library, ttl set)", add
 
 
 def run(ctx: BenchContext) -> list[Figure]:
@@ -57,7 +39,7 @@ def run(ctx: BenchContext) -> list[Figure]:
         client = MemoryClient(redis=redis_from_url(url), settings=ctx.settings, engine=ctx.engine)
         broker = Celery("bench-hop", broker=_with_db(url, 1), set_as_current=False)
         broker.conf.update(task_serializer="json", accept_content=["json"])
-        label, langchain = _langchain_add(url, ctx.settings.session_ttl_s)
+        label, langchain = langchain_add_message(url, ctx.settings.session_ttl_s)
         sessions = [f"hop-{uuid.uuid4().hex[:6]}-{i}" for i in range(20)]
         calls: dict[str, Callable[[int], object]] = {
             "ping": lambda _i: client.redis.ping(),
