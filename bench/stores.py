@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 import redis
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
@@ -9,6 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from core.db import migrate
+from worker import processes
 
 # Set in every Redis database the bench flushes: a database holding keys but not this one
 # belongs to someone else, and the bench refuses to flush it.
@@ -85,3 +93,31 @@ def distinct_ids(engine: Engine, tenant: str) -> int:
             {"tenant": tenant},
         ).scalar_one()
     return count
+
+
+@contextmanager
+def private_redis(log_dir: Path, name: str, flags: list[str]) -> Iterator[str]:
+    """A throwaway ``redis-server`` on a free loopback port (its files under ``log_dir``);
+    yields its URL (database 0) and stops and removes it afterwards."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise BenchError(f"redis-server is not installed (needed for {name})")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    workdir = log_dir / f"{name}-{port}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    command = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", ""]
+    command += ["--dir", str(workdir), *flags]
+    process = processes.start(command, log_path=log_dir / f"{name}-redis.log")
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        deadline = time.monotonic() + 10
+        while not processes.redis_answers(url):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise BenchError(f"the private {name} redis-server did not start")
+            time.sleep(0.05)
+        yield url
+    finally:
+        processes.stop(process)
+        shutil.rmtree(workdir, ignore_errors=True)

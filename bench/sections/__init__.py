@@ -13,6 +13,7 @@ from bench.sections import (
     append_cold,
     append_latency,
     durable_throughput,
+    idle_cost,
     lag,
     network_hop,
     redis_memory,
@@ -28,5 +29,6 @@ SECTIONS: list[Section] = [
     durable_throughput.SECTION,
     lag.SECTION,
     summarization.SECTION,
+    idle_cost.SECTION,
     # Later issues: erasure.SECTION, backups.SECTION
 ]

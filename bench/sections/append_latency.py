@@ -15,8 +15,6 @@ CPU, and appends, tasks and rows are cleared between repetitions.
 from __future__ import annotations
 
 import json
-import shutil
-import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -29,7 +27,6 @@ from bench.context import BenchContext, log
 from bench.figures import Figure, Samples, Target, percentile, summarize
 from bench.section import Section
 from core.client import MemoryClient, redis_from_url
-from worker import processes
 
 WARMUP_CALLS = 200
 PERCENTILES = (("p50", 50.0), ("p99", 99.0), ("p99.9", 99.9))
@@ -116,32 +113,11 @@ def _variants(ctx: BenchContext, aof_client: MemoryClient | None) -> list[Varian
 
 @contextmanager
 def _aof_always_redis(ctx: BenchContext) -> Iterator[str]:
-    """A private ``redis-server`` with every write fsynced before it answers (Redis 7.0 has no
-    WAITAOF), on a free port, with its AOF on the same disk as the checkout."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise stores.BenchError("redis-server is not installed (needed for the AOF row)")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    workdir = ctx.log_dir / f"aof-always-{port}"
-    workdir.mkdir(parents=True, exist_ok=True)
-    # Same flags as the product's docker-compose Redis, except the fsync policy.
-    command = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", ""]
-    command += ["--appendonly", "yes", "--appendfsync", "always", "--dir", str(workdir)]
-    command += ["--maxmemory-policy", "noeviction"]
-    process = processes.start(command, log_path=ctx.log_dir / "aof-always-redis.log")
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        deadline = time.monotonic() + 10
-        while not processes.redis_answers(url):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise stores.BenchError("the private appendfsync-always redis-server did not start")
-            time.sleep(0.05)
+    """Every write fsynced before it answers (Redis 7.0 has no WAITAOF); same flags as the
+    product's docker-compose Redis, except the fsync policy."""
+    flags = ["--appendonly", "yes", "--appendfsync", "always", "--maxmemory-policy", "noeviction"]
+    with stores.private_redis(ctx.log_dir, "aof-always", flags) as url:
         yield url
-    finally:
-        processes.stop(process)
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def warm_sessions(ctx: BenchContext) -> None:

@@ -25,7 +25,7 @@ from config.settings import _with_db
 from core.client import MemoryClient, redis_from_url
 
 DELAY_MS = 1.0
-CALLS = 400
+CALLS = {"full": 2000, "quick": 400}
 
 
 def run(ctx: BenchContext) -> list[Figure]:
@@ -52,7 +52,7 @@ def run(ctx: BenchContext) -> list[Figure]:
             timed(call, 0, 40, [])
         for repetition in range(ctx.config.repetitions):
             timings: dict[str, list[int]] = {key: [] for key in calls}
-            for i in range(CALLS):
+            for i in range(CALLS.get(ctx.config.mode, 50)):
                 for key, call in calls.items():
                     timed(call, i, 1, timings[key])
             for key, values in timings.items():

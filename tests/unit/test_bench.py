@@ -31,7 +31,15 @@ PG_SERVER = urlsplit(
     )
 )
 # This issue's sections; later issues register more (all must report).
-REQUIRED = {"append_latency", "append_cold", "redis_memory", "durable_throughput", "lag"}
+REQUIRED = {
+    "append_latency",
+    "append_cold",
+    "network_hop",
+    "redis_memory",
+    "durable_throughput",
+    "lag",
+    "idle_cost",
+}
 
 
 def _bench_env() -> dict[str, str]:
