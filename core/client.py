@@ -21,6 +21,8 @@ from config.settings import Settings, get_settings
 from core import summary_store
 from core.budget import Budgets
 from core.codec import buffer_item, decode_buffer_item, encode_message
+from core.connections import redis_client
+from core.connections import redis_from_url as redis_from_url  # re-exported: tests, scripts
 from core.db import make_engine
 from core.errors import ConfigurationError, TransientError, ValidationError
 from core.keys import Keys
@@ -57,12 +59,6 @@ def _redis_errors() -> Iterator[None]:
         raise TransientError(f"Redis unavailable: {exc}") from exc
 
 
-def redis_from_url(url: str, **kwargs: Any) -> redis.Redis:
-    """memscribe's Redis client: text replies, and no handshake chatter on the request path."""
-    client: redis.Redis = redis.Redis.from_url(url, decode_responses=True, **kwargs)
-    return client
-
-
 class MemoryClient:
     """Chat memory for one deployment. Thread-safe; share one per process."""
 
@@ -95,7 +91,7 @@ class MemoryClient:
         ``tasks.llm.broker_enqueue(settings)`` (or any function that sends a Celery task).
         """
         settings = settings or get_settings()
-        return cls(redis=redis_from_url(settings.redis_url), settings=settings, enqueue=enqueue)
+        return cls(redis=redis_client(settings), settings=settings, enqueue=enqueue)
 
     @property
     def engine(self) -> Engine:
