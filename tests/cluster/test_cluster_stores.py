@@ -207,3 +207,32 @@ def test_every_component_gets_a_cluster_client(
     assert all(client.ping() for client in built)
     for client in built:
         client.close()
+
+
+def test_session_settings_stats_and_requests_use_one_slot(
+    cluster_client: MemoryClient, cluster: PrivateCluster
+) -> None:
+    """configure_session (a MULTI), memory_stats (a pipeline) and request_summary (a script)
+    on sessions of every master: each touches its session's slot only."""
+    sent: list[tuple[str, list[str]]] = []
+    client = MemoryClient(
+        redis=cluster_client.redis,
+        settings=cluster_client.settings,
+        enqueue=lambda name, args: sent.append((name, args)),
+    )
+    sessions = [f"s-{i}" for i in range(24)]
+    for session in sessions:
+        effective = client.configure_session(session, summary_trigger_tokens=5000)
+        assert effective.summary_trigger_tokens == 5000
+        client.append(session, "user", "hello there")
+        stats = client.memory_stats(session)
+        assert (stats.in_redis, stats.last_seq, stats.settings.summary_trigger_tokens) == (
+            True,
+            1,
+            5000,
+        )
+        assert client.request_summary(session) and not client.request_summary(session)
+    assert sent == [("llm.summarize", ["default", session]) for session in sessions]
+    metas = [client.keys.session("default", session).meta for session in sessions]
+    assert nodes_holding(client.redis, metas) == primaries(client.redis)
+    assert_no_cross_slot(cluster)
