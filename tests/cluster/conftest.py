@@ -96,10 +96,15 @@ def assert_no_cross_slot(cluster: PrivateCluster, logs: Path | None = None) -> N
             assert found is None, f"{log.name}: {found.group(0) if found else ''}"
 
 
-def nodes_holding(client: redis.Redis, keys: list[str]) -> set[str]:
-    """The primaries that own ``keys`` (by slot)."""
+def master_of(client: redis.Redis, key: str) -> str:
+    """The primary that owns ``key`` (by its slot), as "host:port"."""
     assert isinstance(client, RedisCluster)
-    return {client.get_node_from_key(key).name for key in keys}
+    return str(client.get_node_from_key(key).name)
+
+
+def nodes_holding(client: redis.Redis, keys: list[str]) -> set[str]:
+    """The primaries that own ``keys``."""
+    return {master_of(client, key) for key in keys}
 
 
 def primaries(client: redis.Redis) -> set[str]:

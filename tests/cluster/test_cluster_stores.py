@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import redis
 import sqlalchemy as sa
+from redis.crc import key_slot
 
 from config.settings import Settings
 from core import deadletters
@@ -20,6 +21,7 @@ from core.wal import Drainer
 from tests.cluster.conftest import (
     assert_no_cross_slot,
     keys_per_primary,
+    master_of,
     nodes_holding,
     primaries,
 )
@@ -117,9 +119,9 @@ def test_a_spent_budget_defers_across_slots_and_status_says_so(
     client = MemoryClient(redis=cluster_client.redis, settings=settings)
     keys = client.keys
     slots = {
-        client.redis.keyslot(keys.deferred_tenants()),
-        client.redis.keyslot(keys.deferred_sessions("t")),
-    }  # type: ignore[attr-defined]
+        key_slot(keys.deferred_tenants().encode()),
+        key_slot(keys.deferred_sessions("t").encode()),
+    }
     assert len(slots) == 2  # the case a MULTI would refuse
     client.set_daily_token_budget("t", 50)
     service = SessionSummarizer(
@@ -164,7 +166,7 @@ def test_poison_is_dead_lettered_and_replayed_on_the_cluster(
     by_master: dict[str, list[int]] = {}
     for i in range(48):  # message i is the first of session s-i
         wal = client.keys.session("default", f"s-{i}").wal
-        by_master.setdefault(client.redis.get_node_from_key(wal).name, []).append(i)  # type: ignore[attr-defined]
+        by_master.setdefault(master_of(client.redis, wal), []).append(i)
     # Two sessions per master: their first message, and one later message of the second.
     poison_at = {i for first, second, *_ in by_master.values() for i in (first, second + 96)}
     appended = append_many(client, 480, sessions=48, poison_at=poison_at)

@@ -7,7 +7,10 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -89,7 +92,7 @@ class PrivateCluster:
             )
         deadline = time.monotonic() + timeout_s
         for port in self.ports:
-            self._wait(lambda port=port: self.node(port).ping(), deadline, f"node {port} to start")
+            self._wait(partial(self._answers, port), deadline, f"node {port} to start")
         created = subprocess.run(
             [
                 self.cli,
@@ -107,17 +110,20 @@ class PrivateCluster:
         )
         assert created.returncode == 0, created.stdout + created.stderr
         for port in self.ports:
-            self._wait(
-                lambda port=port: self.node(port).cluster("info")["cluster_state"] == "ok",
-                deadline,
-                f"node {port} to report cluster_state:ok",
-            )
+            self._wait(partial(self._serving, port), deadline, f"node {port}: cluster_state:ok")
+
+    def _answers(self, port: int) -> bool:
+        return bool(self.node(port).ping())
+
+    def _serving(self, port: int) -> bool:
+        """Every slot is assigned and this node knows it (CLUSTER INFO cluster_state:ok)."""
+        return bool(self.node(port).cluster("info")["cluster_state"] == "ok")
 
     @staticmethod
-    def _wait(ready: object, deadline: float, what: str) -> None:
+    def _wait(ready: Callable[[], Any], deadline: float, what: str) -> None:
         while True:
             try:
-                if ready():  # type: ignore[operator]
+                if ready():
                     return
             except redis.RedisError:
                 pass
