@@ -43,6 +43,7 @@ def is_cluster(client: redis.Redis) -> bool:
 
 
 def every_primary(client: redis.Redis) -> dict[str, Any]:
-    """Keyword arguments that send a server command (DBSIZE, FLUSHDB, INFO) to every primary
-    of a cluster, where redis-py would otherwise ask one node; nothing for a single server."""
+    """Keyword arguments that send a server command such as DBSIZE or INFO to every primary of
+    a cluster (redis-py asks one node by default; FLUSHDB and SCRIPT LOAD already go to all of
+    them); nothing for a single server."""
     return {"target_nodes": RedisCluster.PRIMARIES} if is_cluster(client) else {}
