@@ -2,7 +2,10 @@
 
 The bench owns its stores: three Redis logical databases (data, memscribe's broker, the naive
 app's broker) and one PostgreSQL database. It flushes and truncates them, so they are never the
-test databases (Redis 9/10, ``memscribe_test``) and never anything an app uses.
+test databases (Redis 9/10, ``memscribe_test``) and never anything an app uses. With
+``MEMSCRIBE_BENCH_REDIS_CLUSTER=true`` (or ``--redis-cluster``) the data store is a Redis
+Cluster (``MEMSCRIBE_BENCH_REDIS_URL`` names any node, all of it is flushed) and both brokers
+must be named: they stay plain servers, as in production.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from sqlalchemy.engine import make_url
 
 from config.settings import _with_db
 
+TRUE = ("1", "true", "yes", "on")
+
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/2"
 DEFAULT_DATABASE_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/memscribe_bench"
 
@@ -25,26 +30,40 @@ class Stores:
     broker_url: str
     naive_broker_url: str
     database_url: str
+    # The data store is a Redis Cluster; the brokers are plain servers (kombu needs them so).
+    redis_cluster: bool = False
 
     @classmethod
-    def from_env(cls, *, check: bool = True) -> Stores:
-        """``MEMSCRIBE_BENCH_REDIS_URL`` (the brokers default to the next two databases) and
-        ``MEMSCRIBE_BENCH_DATABASE_URL``."""
+    def from_env(cls, *, check: bool = True, redis_cluster: bool | None = None) -> Stores:
+        """``MEMSCRIBE_BENCH_REDIS_URL`` (the brokers default to the next two databases),
+        ``MEMSCRIBE_BENCH_DATABASE_URL`` and ``MEMSCRIBE_BENCH_REDIS_CLUSTER``."""
         redis_url = os.environ.get("MEMSCRIBE_BENCH_REDIS_URL", DEFAULT_REDIS_URL)
+        if redis_cluster is None:
+            redis_cluster = os.environ.get("MEMSCRIBE_BENCH_REDIS_CLUSTER", "").lower() in TRUE
         db = int(urlsplit(redis_url).path.lstrip("/") or 0)
+
+        def derive(offset: int) -> str:
+            # A cluster has no database but 0: nothing to derive the brokers from.
+            return "" if redis_cluster else _with_db(redis_url, db + offset)
+
         stores = cls(
             redis_url=redis_url,
-            broker_url=os.environ.get("MEMSCRIBE_BENCH_BROKER_URL", _with_db(redis_url, db + 1)),
-            naive_broker_url=os.environ.get(
-                "MEMSCRIBE_BENCH_NAIVE_BROKER_URL", _with_db(redis_url, db + 2)
-            ),
+            broker_url=os.environ.get("MEMSCRIBE_BENCH_BROKER_URL", derive(1)),
+            naive_broker_url=os.environ.get("MEMSCRIBE_BENCH_NAIVE_BROKER_URL", derive(2)),
             database_url=os.environ.get("MEMSCRIBE_BENCH_DATABASE_URL", DEFAULT_DATABASE_URL),
+            redis_cluster=redis_cluster,
         )
         if check:
             stores.check()
         return stores
 
     def check(self) -> None:
+        if self.redis_cluster and not (self.broker_url and self.naive_broker_url):
+            raise ValueError(
+                "with a Redis Cluster, set MEMSCRIBE_BENCH_BROKER_URL and "
+                "MEMSCRIBE_BENCH_NAIVE_BROKER_URL to two databases of a plain Redis server "
+                "(Celery has no Redis Cluster transport)"
+            )
         urls = [self.redis_url, self.broker_url, self.naive_broker_url]
         if len(set(urls)) != len(urls):
             raise ValueError(f"the bench needs three distinct Redis databases, got {urls}")
@@ -62,6 +81,7 @@ class Stores:
             "MEMSCRIBE_BENCH_BROKER_URL": self.broker_url,
             "MEMSCRIBE_BENCH_NAIVE_BROKER_URL": self.naive_broker_url,
             "MEMSCRIBE_BENCH_DATABASE_URL": self.database_url,
+            "MEMSCRIBE_BENCH_REDIS_CLUSTER": str(self.redis_cluster).lower(),
         }
 
 

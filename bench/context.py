@@ -19,7 +19,8 @@ from bench import stores
 from bench.config import BenchConfig, Stores
 from bench.workload import Workload
 from config.settings import Settings
-from core.client import MemoryClient, redis_from_url
+from core.client import MemoryClient
+from core.connections import redis_client, redis_from_url
 from core.db import make_engine
 from core.keys import Keys
 from core.tokens import token_counter
@@ -61,6 +62,7 @@ class BenchContext:
             redis_url=self.stores.redis_url,
             broker_url=self.stores.broker_url,
             database_url=self.stores.database_url,
+            redis_cluster=self.stores.redis_cluster,
         )
 
     @cached_property
@@ -68,13 +70,17 @@ class BenchContext:
         return Keys(self.settings.key_prefix, self.settings.shards)
 
     def redis_client(self, url: str) -> redis.Redis:
+        """A client for one of the brokers (always a plain server)."""
         client = redis_from_url(url)
         self._clients.append(client)
         return client
 
     @cached_property
     def redis(self) -> redis.Redis:
-        return self.redis_client(self.stores.redis_url)
+        """The data store, a single server or a cluster, as memscribe itself connects."""
+        client = redis_client(self.settings)
+        self._clients.append(client)
+        return client
 
     @cached_property
     def engine(self) -> Engine:
@@ -101,7 +107,8 @@ class BenchContext:
     def prepare(self) -> None:
         """Claim and empty the bench's Redis databases; create and migrate its database."""
         self._run_lock = stores.lock_run(self.stores.database_url, self.stores.redis_url)
-        for url in (self.stores.redis_url, self.stores.broker_url, self.stores.naive_broker_url):
+        stores.claim_redis(self.redis, self.stores.redis_url)
+        for url in (self.stores.broker_url, self.stores.naive_broker_url):
             stores.claim_redis(self.redis_client(url), url)
         stores.prepare_database(self.stores.database_url)
 

@@ -38,6 +38,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--no-aof-always", action="store_true", help="skip the appendfsync-always row"
     )
+    parser.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        help="MEMSCRIBE_BENCH_REDIS_URL names a Redis Cluster node (brokers must be set)",
+    )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="the JSON file")
     return parser.parse_args(argv)
 
@@ -61,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         chosen = [section for section in SECTIONS if section.key in wanted]
     try:
-        stores = Stores.from_env()
+        stores = Stores.from_env(redis_cluster=True if args.redis_cluster else None)
     except ValueError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 2

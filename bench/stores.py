@@ -15,6 +15,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
+from core.connections import every_primary
 from core.db import migrate
 from worker import processes
 
@@ -29,7 +30,7 @@ class BenchError(RuntimeError):
 
 def claim_redis(client: redis.Redis, url: str) -> None:
     """Flush a Redis database the bench owns (empty, or marked by an earlier bench run)."""
-    if client.dbsize() and not client.exists(MARKER):
+    if client.dbsize(**every_primary(client)) and not client.exists(MARKER):
         raise BenchError(
             f"Redis database {url} holds keys the bench did not write; point "
             "MEMSCRIBE_BENCH_REDIS_URL (or _BROKER_URL, _NAIVE_BROKER_URL) at empty databases"

@@ -23,6 +23,9 @@ class Settings(BaseSettings):
 
     # --- stores ---------------------------------------------------------------------------
     redis_url: str = "redis://localhost:6379/0"
+    # True: redis_url names any node of a Redis Cluster (database 0); every component then uses
+    # redis.cluster.RedisCluster. The broker stays a plain server: set broker_url.
+    redis_cluster: bool = False
     # Empty means: the Redis server of redis_url, database 1 (kept apart from the data).
     broker_url: str = ""
     database_url: str = "sqlite:///./var/memscribe.db"
@@ -114,6 +117,19 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _derive_broker(self) -> Settings:
+        if self.redis_cluster:
+            # A cluster has database 0 only, and kombu has no Redis Cluster transport.
+            if not self.broker_url:
+                raise ValueError(
+                    "broker_url must be set when redis_cluster is true: the Celery broker is a "
+                    "plain Redis server (kombu has no Redis Cluster transport)"
+                )
+            db = urlsplit(self.redis_url).path.lstrip("/")
+            if db not in ("", "0"):
+                raise ValueError(
+                    f"redis_url must name database 0 when redis_cluster is true, got /{db} "
+                    "(Redis Cluster has no other database)"
+                )
         if not self.broker_url:
             object.__setattr__(self, "broker_url", _with_db(self.redis_url, 1))
         return self

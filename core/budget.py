@@ -90,10 +90,11 @@ class Budgets:
             self._redis.hset(self._keys.tenant_budgets(), tenant, daily_tokens)
 
     def defer(self, tenant: str, session_id: str, *, now_ms: int) -> None:
-        with self._redis.pipeline(transaction=True) as pipe:
-            pipe.zadd(self._keys.deferred_sessions(tenant), {session_id: now_ms})
-            pipe.sadd(self._keys.deferred_tenants(), tenant)
-            pipe.execute()
+        # Two keys in two cluster slots, so two commands rather than one MULTI, tenant first:
+        # a crash in between leaves a tenant with no deferred session (``deferred`` skips it),
+        # never a deferred session that ``resume_deferred`` cannot find.
+        self._redis.sadd(self._keys.deferred_tenants(), tenant)
+        self._redis.zadd(self._keys.deferred_sessions(tenant), {session_id: now_ms})
 
     def undefer(self, tenant: str, session_id: str) -> None:
         self._redis.zrem(self._keys.deferred_sessions(tenant), session_id)

@@ -22,6 +22,8 @@ from core import session_settings
 from core.appender import Appender
 from core.budget import Budgets
 from core.codec import decode_buffer_item
+from core.connections import redis_client
+from core.connections import redis_from_url as redis_from_url  # re-exported: tests, scripts
 from core.db import make_engine
 from core.errors import ConfigurationError, ValidationError
 from core.keys import Keys, SessionKeys
@@ -43,12 +45,6 @@ from core.tokens import TokenCounter, token_counter
 # imports no Celery, so the app passes one in (tasks.llm.broker_enqueue builds the usual one).
 Enqueue = Callable[[str, list[str]], None]
 SUMMARIZE_TASK = "llm.summarize"
-
-
-def redis_from_url(url: str, **kwargs: Any) -> redis.Redis:
-    """memscribe's Redis client: text replies, and no handshake chatter on the request path."""
-    client: redis.Redis = redis.Redis.from_url(url, decode_responses=True, **kwargs)
-    return client
 
 
 class MemoryClient:
@@ -86,7 +82,7 @@ class MemoryClient:
         ``tasks.llm.broker_enqueue(settings)`` (or any function that sends a Celery task).
         """
         settings = settings or get_settings()
-        return cls(redis=redis_from_url(settings.redis_url), settings=settings, enqueue=enqueue)
+        return cls(redis=redis_client(settings), settings=settings, enqueue=enqueue)
 
     @property
     def engine(self) -> Engine:

@@ -15,7 +15,7 @@ from rich.table import Table
 from config.settings import Settings, get_settings
 from core import deadletters
 from core.backoff import Backoff
-from core.client import redis_from_url
+from core.connections import redis_client
 from core.db import make_engine, migrate
 from core.errors import MemscribeError
 from core.keys import Keys
@@ -34,7 +34,7 @@ def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
 
 def cmd_flush(settings: Settings, args: argparse.Namespace) -> int:
     drainer = Drainer(
-        redis=redis_from_url(settings.redis_url),
+        redis=redis_client(settings),
         engine=make_engine(settings.database_url),
         settings=settings,
     )
@@ -51,7 +51,7 @@ def cmd_flush(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
-    client = redis_from_url(settings.redis_url)
+    client = redis_client(settings)
     keys = Keys(settings.key_prefix, settings.shards)
     shards = shard_status(client, keys)
     dead = deadletters.counts(client, keys)

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from config.settings import Settings
 from core import deadletters
-from core.client import redis_from_url
+from core.connections import redis_client
 from core.keys import Keys
 from core.scripts import Scripts
 
@@ -29,7 +29,7 @@ def _when(ms: int) -> str:
 
 
 def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
-    client = redis_from_url(settings.redis_url)
+    client = redis_client(settings)
     letters = deadletters.list_dead_letters(client, Keys(settings.key_prefix, settings.shards))
     if args.json:
         print(json.dumps([asdict(letter) for letter in letters], indent=2))
@@ -79,7 +79,7 @@ def _replay_one(settings: Settings, client: redis.Redis, dead_id: str) -> bool:
 
 
 def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
-    client = redis_from_url(settings.redis_url)
+    client = redis_client(settings)
     keys = Keys(settings.key_prefix, settings.shards)
     ids = (
         [letter.id for letter in deadletters.list_dead_letters(client, keys, limit=100_000)]
@@ -95,7 +95,7 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_drop(settings: Settings, args: argparse.Namespace) -> int:
-    client = redis_from_url(settings.redis_url)
+    client = redis_client(settings)
     if deadletters.drop(client, Keys(settings.key_prefix, settings.shards), args.id):
         console.print(f"dropped {args.id}")
         return 0

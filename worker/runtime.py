@@ -13,7 +13,7 @@ import redis
 from sqlalchemy import Engine
 
 from config.settings import Settings, get_settings
-from core.client import redis_from_url
+from core.connections import redis_client
 from core.db import make_engine
 from core.keys import Keys
 from core.wal import Drainer
@@ -25,7 +25,7 @@ class Runtime:
 
     @cached_property
     def redis(self) -> redis.Redis:
-        return redis_from_url(self.settings.redis_url, health_check_interval=30)
+        return redis_client(self.settings, health_check_interval=30)
 
     @cached_property
     def engine(self) -> Engine:

@@ -159,6 +159,7 @@ def run(ctx: BenchContext) -> list[Figure]:
     with _maybe_aof(ctx) as aof_url:
         aof_client = None
         if aof_url is not None:
+            # A private single server, even when the bench's data store is a cluster.
             aof_client = MemoryClient(redis=redis_from_url(aof_url), settings=ctx.settings)
         variants = _variants(ctx, aof_client)
         samples = Samples()

@@ -27,7 +27,8 @@ from bench.pipeline import memscribe_pipeline
 from bench.section import Section
 from bench.workload import Workload
 from config.settings import Settings
-from core.client import MemoryClient, redis_from_url
+from core.client import MemoryClient
+from core.connections import redis_client
 
 P3_TARGET = Target("<", 2000)
 START_DELAY_S = 0.5  # appenders are warm; this only lets every one of them get the job
@@ -58,7 +59,7 @@ class Job:
 def _appender(settings_values: dict[str, Any], workload: Workload, jobs: Any, done: Any) -> None:
     """An appender process: takes jobs until it gets None; reports when each one ends."""
     settings = Settings(**settings_values)
-    client = MemoryClient(redis=redis_from_url(settings.redis_url), settings=settings)
+    client = MemoryClient(redis=redis_client(settings), settings=settings)
     client.tokens.count_message("user", workload.content(0))  # load the encoding now
     done.put(None)  # ready
     while (job := jobs.get()) is not None:

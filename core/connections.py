@@ -1,0 +1,49 @@
+"""The one place memscribe builds a Redis client: a single server, or a Redis Cluster.
+
+Every component (the client, drainers and tasks, the summarizer, budgets, dead letters, the
+CLI, the demo and the bench) gets its client here, so ``MEMSCRIBE_REDIS_CLUSTER=true`` switches
+all of them at once. The Celery broker is not built here: kombu has no Redis Cluster transport,
+so the broker is always a plain server (``MEMSCRIBE_BROKER_URL``).
+
+Why every command is cluster-safe: a session's keys and its shard's streams share the hash tag
+``{<shard>}`` (``core/keys.py``), so each Lua script and each ``MULTI`` touches one slot; keys
+outside a tag (usage counters, budgets, task dead letters) are only ever used one key per
+command or in non-transactional pipelines, which ``RedisCluster`` splits per node.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import redis
+from redis.cluster import RedisCluster
+
+from config.settings import Settings
+
+
+def redis_from_url(url: str, *, cluster: bool = False, **kwargs: Any) -> redis.Redis:
+    """A client for ``url`` with text replies; ``cluster=True`` treats ``url`` as any one node
+    of a Redis Cluster and discovers the rest (slots follow MOVED/ASK redirects)."""
+    if cluster:
+        # RedisCluster is not a redis.Redis subclass, but it offers every command memscribe
+        # sends (tests/cluster runs the whole pipeline on a real cluster). One declared type
+        # keeps every signature in core/ unchanged.
+        return cast(redis.Redis, RedisCluster.from_url(url, decode_responses=True, **kwargs))
+    client: redis.Redis = redis.Redis.from_url(url, decode_responses=True, **kwargs)
+    return client
+
+
+def redis_client(settings: Settings, **kwargs: Any) -> redis.Redis:
+    """The configured data Redis (``MEMSCRIBE_REDIS_URL``, ``MEMSCRIBE_REDIS_CLUSTER``)."""
+    return redis_from_url(settings.redis_url, cluster=settings.redis_cluster, **kwargs)
+
+
+def is_cluster(client: redis.Redis) -> bool:
+    return isinstance(client, RedisCluster)
+
+
+def every_primary(client: redis.Redis) -> dict[str, Any]:
+    """Keyword arguments that send a server command such as DBSIZE or INFO to every primary of
+    a cluster (redis-py asks one node by default; FLUSHDB and SCRIPT LOAD already go to all of
+    them); nothing for a single server."""
+    return {"target_nodes": RedisCluster.PRIMARIES} if is_cluster(client) else {}
