@@ -238,3 +238,39 @@ def test_session_settings_stats_and_requests_use_one_slot(
     metas = [client.keys.session("default", session).meta for session in sessions]
     assert nodes_holding(client.redis, metas) == primaries(client.redis)
     assert_no_cross_slot(cluster)
+
+
+def test_forgotten_sessions_append_many_and_backpressure_on_the_cluster(
+    cluster_client: MemoryClient, cluster: PrivateCluster, pg_database: str
+) -> None:
+    """The cold path (restore and append in one script), append_many, the settle after a
+    drain and the memory guard each stay in one slot on every master."""
+    client = cluster_client
+    drainer = drainer_for(client)
+    sessions = [f"f-{i}" for i in range(24)]
+    appended: Appended = {}
+    for session_id in sessions:
+        for result in client.append_many(
+            session_id, [{"role": "user", "content": f"{session_id} {i}"} for i in range(3)]
+        ):
+            appended[result.message_id] = (
+                "default",
+                session_id,
+                result.seq,
+                f"{session_id} {result.seq - 1}",
+            )
+    assert drainer.flush(timeout_s=60) == 0
+    client.redis.flushdb()  # every master forgets every session
+    for session_id in sessions:
+        result = client.append(session_id, "user", f"{session_id} 3")
+        appended[result.message_id] = ("default", session_id, result.seq, f"{session_id} 3")
+    assert nodes_holding(
+        client.redis, [client.keys.session("default", s).meta for s in sessions]
+    ) == primaries(client.redis)
+    assert drainer.memory.check() is False  # INFO memory of every primary: none is full
+    assert drainer.flush(timeout_s=60) == 0
+    assert_exactly_once(pg_database, appended)
+    assert not any(
+        client.redis.exists(client.keys.high_water(s)) for s in range(client.settings.shards)
+    )
+    assert_no_cross_slot(cluster)
