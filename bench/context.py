@@ -24,7 +24,7 @@ from core.connections import redis_client, redis_from_url
 from core.db import make_engine
 from core.keys import Keys
 from core.tokens import token_counter
-from core.wal import shard_status
+from core.wal_status import shard_status
 
 ROOT = Path(__file__).resolve().parent.parent
 # Held in every shard's lease key to keep drainers off while the bench fills the WAL.

@@ -9,9 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from core.errors import PermanentError
 from core.models import Message, micros_to_datetime
-from core.repository import MessageRow
 
 
 def encode_message(
@@ -64,23 +62,3 @@ def decode_buffer_item(item: str) -> Message:
         created_at=micros_to_datetime(record["ts"]),
         metadata=record.get("md"),
     )
-
-
-def decode_wal_entry(fields: dict[str, str]) -> MessageRow:
-    """A WAL entry as a row; raises ``PermanentError`` for an entry that can never be parsed."""
-    try:
-        record = json.loads(fields["d"])
-        return MessageRow(
-            message_id=record["id"],
-            tenant=record["t"],
-            session_id=record["s"],
-            seq=int(fields["q"]),
-            role=record["r"],
-            content=record["c"],
-            tokens=int(record["k"]),
-            metadata=record.get("md"),
-            created_at=micros_to_datetime(int(record["ts"])),
-            subject_id=record.get("sub"),
-        )
-    except (KeyError, ValueError, TypeError) as exc:
-        raise PermanentError(f"malformed WAL entry: {exc.__class__.__name__}: {exc}") from exc

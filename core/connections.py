@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 import redis
+from redis.client import NEVER_DECODE
 from redis.cluster import RedisCluster
 
 from config.settings import Settings
@@ -47,3 +48,9 @@ def every_primary(client: redis.Redis) -> dict[str, Any]:
     a cluster (redis-py asks one node by default; FLUSHDB and SCRIPT LOAD already go to all of
     them); nothing for a single server."""
     return {"target_nodes": RedisCluster.PRIMARIES} if is_cluster(client) else {}
+
+
+def raw_command(client: Any, *args: Any) -> Any:
+    """Send one command (on a client or a pipeline) and leave its reply undecoded: stream
+    entries are read as bytes, so an entry that is not UTF-8 never breaks the reply parser."""
+    return client.execute_command(*args, **{NEVER_DECODE: True})

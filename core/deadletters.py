@@ -16,11 +16,14 @@ from typing import Any
 
 import redis
 
+from core.connections import raw_command
+from core.entries import RawFields, printable
 from core.errors import ValidationError
 from core.keys import Keys
 from core.scripts import Scripts
 
 ENTRY_ID = r"\d+-\d+"
+MALFORMED = "malformed WAL entry"
 DEAD_ID = re.compile(rf"wal:(\d+):({ENTRY_ID})|task:({ENTRY_ID})")
 
 
@@ -37,18 +40,27 @@ class DeadLetter:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
+# The fields a WAL dead letter adds to the entry's own (replay.lua copies all the others back).
+RECORD_FIELDS = ("entry_id", "error", "deliveries", "first_failed_ms", "last_failed_ms", "raw")
+
+
 def wal_record(
-    fields: dict[str, str],
+    fields: RawFields,
     *,
     entry_id: str,
     error: str,
     deliveries: int,
     first_failed_ms: int,
     now_ms: int,
-) -> dict[str, str | int]:
-    """The dead-letter stream fields for a WAL entry (its q and d are kept for replay)."""
-    return {
-        **fields,
+) -> dict[bytes | str, bytes | str | int]:
+    """The dead-letter stream fields for a WAL entry: its own fields, byte for byte (kept for
+    replay and for inspection), then what went wrong. ``raw`` = 1 marks an entry no worker
+    can decode (listings show its fields, safely encoded)."""
+    record: dict[bytes | str, bytes | str | int] = {}
+    record.update(fields.items())
+    if error.startswith(MALFORMED):
+        record["raw"] = 1
+    return record | {
         "entry_id": entry_id,
         "error": error[:1000],
         "deliveries": deliveries,
@@ -85,25 +97,39 @@ def record_task(
     return f"task:{entry_id!s}"
 
 
-def _wal_dead_letter(shard: int, entry_id: str, fields: dict[str, str]) -> DeadLetter:
-    detail: dict[str, Any] = {"shard": shard, "entry_id": fields.get("entry_id")}
+def _wal_dead_letter(shard: int, entry_id: str, raw: RawFields) -> DeadLetter:
+    """One WAL dead letter, read raw: its own fields may not be text (a malformed entry)."""
+
+    def meta(name: str, default: str = "") -> str:
+        value = raw.get(name.encode())
+        return default if value is None else value.decode("utf-8", "replace")
+
+    detail: dict[str, Any] = {"shard": shard, "entry_id": meta("entry_id") or None}
     try:
-        record = json.loads(fields.get("d", ""))
+        record = json.loads(raw.get(b"d", b"").decode())
         detail |= {
             "message_id": record.get("id"),
             "tenant": record.get("t"),
             "session_id": record.get("s"),
-            "seq": int(fields.get("q", 0)),
+            "seq": int(raw.get(b"q", b"0").decode()),
         }
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, TypeError):
         detail["unparsable"] = True
+    if meta("raw") == "1" or detail.get("unparsable"):
+        # Its own fields, for inspection; bytes that are not UTF-8 as {"base64": ...}.
+        own = {
+            name: value
+            for name, value in raw.items()
+            if name.decode("latin-1") not in RECORD_FIELDS
+        }
+        detail["fields"] = printable(own)
     return DeadLetter(
         id=f"wal:{shard}:{entry_id}",
         kind="wal",
-        error=fields.get("error", ""),
-        attempts=int(fields.get("deliveries", 1)),
-        first_failed_ms=int(fields.get("first_failed_ms", 0)),
-        last_failed_ms=int(fields.get("last_failed_ms", 0)),
+        error=meta("error"),
+        attempts=int(meta("deliveries", "1")),
+        first_failed_ms=int(meta("first_failed_ms", "0")),
+        last_failed_ms=int(meta("last_failed_ms", "0")),
         detail=detail,
     )
 
@@ -128,11 +154,11 @@ def list_dead_letters(client: redis.Redis, keys: Keys, *, limit: int = 1000) -> 
     """Every dead letter (up to ``limit`` per stream), oldest first within each stream."""
     with client.pipeline(transaction=False) as pipe:
         for shard in range(keys.shards):
-            pipe.xrange(keys.dead_letters(shard), count=limit)
+            raw_command(pipe, "XRANGE", keys.dead_letters(shard), "-", "+", "COUNT", limit)
         pipe.xrange(keys.task_dead_letters(), count=limit)
         replies = pipe.execute()
     letters = [
-        _wal_dead_letter(shard, entry_id, fields)
+        _wal_dead_letter(shard, entry_id.decode(), fields)
         for shard, entries in enumerate(replies[:-1])
         for entry_id, fields in entries
     ]
@@ -169,7 +195,9 @@ def replay_wal(client: redis.Redis, keys: Keys, scripts: Scripts, dead_id: str) 
     kind, shard, entry_id = parse_id(dead_id, keys)
     if kind != "wal" or shard is None:
         raise ValidationError("id", f"{dead_id} is not a WAL dead letter")
-    moved = scripts.replay(keys=[keys.dead_letters(shard), keys.wal(shard)], args=[entry_id])
+    moved = scripts.replay(
+        keys=[keys.dead_letters(shard), keys.wal(shard)], args=[entry_id, *RECORD_FIELDS]
+    )
     return bool(moved)
 
 

@@ -106,6 +106,11 @@ class Keys:
     def dead_letters(self, shard: int) -> str:
         return f"{self.tag(shard)}:dead"
 
+    def needs_newer(self, shard: int) -> str:
+        """String "<kind>/<version>": this shard holds an entry older workers do not know; they
+        skip the shard until a worker that knows it takes over (rolling upgrades)."""
+        return f"{self.tag(shard)}:newer"
+
     def failing(self, shard: int) -> str:
         """Hash: WAL entry id -> when it was first found failing (for dead-letter records)."""
         return f"{self.tag(shard)}:failing"

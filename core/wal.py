@@ -6,6 +6,10 @@ XAUTOCLAIM what dead consumers left pending -> XREADGROUP new entries -> bulk up
 
 Exactly once: an entry is acked only after its transaction committed, so a crash replays it,
 and the replay inserts nothing twice because rows are unique on ``message_id``.
+
+Entries are read as raw bytes and sorted one by one (``core/entries.py``): a malformed entry is
+dead-lettered raw and acked, an entry of a kind this worker does not know stops its shard for
+a newer worker, and neither ever stops another entry or another shard.
 """
 
 from __future__ import annotations
@@ -27,16 +31,19 @@ from config.settings import Settings
 from core import deadletters
 from core.backoff import Backoff
 from core.backpressure import Drained, MemoryGuard, settle
-from core.codec import decode_wal_entry
+from core.connections import raw_command
+from core.entries import DECODERS, Decoder, Known, Malformed, RawFields, Unknown, sort_entry
 from core.errors import PermanentError, TransientError
 from core.keys import CONSUMER_GROUP, Keys
 from core.lease import Lease
-from core.repository import MessageRow, persist_messages, translate_errors
+from core.repository import persist_messages, translate_errors
 from core.scripts import Scripts
+from core.wal_status import ShardStatus, shard_status
 
 log = logging.getLogger(__name__)
 
-Entry = tuple[str, dict[str, str]]
+# (entry id, fields as raw bytes): what XREADGROUP and XAUTOCLAIM return, undecoded.
+Entry = tuple[str, RawFields]
 # WAL entry field set by the append script when the session crossed its summary trigger.
 SUMMARIZE_FLAG = "sum"
 
@@ -58,6 +65,11 @@ class DrainReport:
     drained: list[Drained] = field(default_factory=list)
     # Set when the durable store is failing and the drainer is backing off.
     error: str | None = None
+    # Shards left for a newer worker: an entry of a kind or version this one does not know.
+    waiting: dict[int, str] = field(default_factory=dict)
+    # Within one batch: the entries from the first unknown one on, and its kind/version.
+    unprocessed: list[Entry] = field(default_factory=list)
+    waiting_kind: str = ""
     retry_in_s: float = 0.0
 
     def add(self, other: DrainReport) -> None:
@@ -70,28 +82,15 @@ class DrainReport:
         self.summarize |= other.summarize
         self.error = other.error or self.error
         self.retry_in_s = max(self.retry_in_s, other.retry_in_s)
+        self.waiting |= other.waiting
 
 
-@dataclass(frozen=True)
-class ShardStatus:
-    shard: int
-    length: int
-    pending: int
-    undelivered: int
-    oldest_pending_age_s: float | None
-    dead_letters: int
-
-    @property
-    def backlog(self) -> int:
-        return self.pending + self.undelivered
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def default_consumer_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _id_ms(entry_id: str) -> int:
-    return int(entry_id.split("-", 1)[0])
 
 
 class Drainer:
@@ -104,8 +103,11 @@ class Drainer:
         engine: Engine,
         settings: Settings,
         consumer: str | None = None,
+        decoders: dict[tuple[str, str], Decoder] | None = None,
     ) -> None:
         self.redis = redis
+        # The entry kinds and versions this worker can persist (a newer release adds some).
+        self.decoders = DECODERS if decoders is None else decoders
         self.engine = engine
         self.settings = settings
         self.keys = Keys(settings.key_prefix, settings.shards)
@@ -136,23 +138,27 @@ class Drainer:
                 raise
         self._groups_ready.add(wal)
 
-    def reclaim(self, shard: int, *, count: int) -> list[Entry]:
-        """Take over entries other consumers left pending longer than the lease."""
+    def reclaim(self, shard: int, *, count: int, lease: Lease | None = None) -> list[Entry]:
+        """Take over entries other consumers left pending longer than the lease (XAUTOCLAIM,
+        looped until its cursor is back at 0-0, ``count`` entries, or the lease is lost)."""
         wal = self.keys.wal(shard)
         claimed: list[Entry] = []
         cursor = "0-0"
         while len(claimed) < count:
-            reply = self.redis.xautoclaim(
+            reply = raw_command(
+                self.redis,
+                "XAUTOCLAIM",
                 wal,
                 CONSUMER_GROUP,
                 self.consumer,
-                min_idle_time=self.settings.drain_lease_ms,
-                start_id=cursor,
-                count=count - len(claimed),
+                self.settings.drain_lease_ms,
+                cursor,
+                "COUNT",
+                count - len(claimed),
             )
-            cursor, entries = reply[0], reply[1]
-            claimed += [(entry_id, fields) for entry_id, fields in entries if fields]
-            if cursor == "0-0":
+            cursor = _text(reply[0])
+            claimed += [(_text(entry_id), fields) for entry_id, fields in reply[1] if fields]
+            if cursor == "0-0" or (lease is not None and not lease.renew()):
                 break
         if claimed:
             self._note_failures(shard, claimed)
@@ -173,48 +179,62 @@ class Drainer:
             pipe.execute()
 
     def read_new(self, shard: int, *, count: int) -> list[Entry]:
-        reply: Any = self.redis.xreadgroup(
-            CONSUMER_GROUP, self.consumer, {self.keys.wal(shard): ">"}, count=count
+        reply = raw_command(
+            self.redis,
+            "XREADGROUP",
+            "GROUP",
+            CONSUMER_GROUP,
+            self.consumer,
+            "COUNT",
+            count,
+            "STREAMS",
+            self.keys.wal(shard),
+            ">",
         )
         if not reply:
             return []
-        entries: list[Entry] = reply[0][1]  # [[stream, entries]]: we asked for one stream
-        return entries
+        # [[stream, entries]]: we asked for one stream.
+        return [(_text(entry_id), fields) for entry_id, fields in reply[0][1]]
 
     def persist(self, entries: list[Entry]) -> tuple[DrainReport, list[tuple[Entry, str]]]:
         """Write ``entries``; returns the report and the offenders with their errors.
 
-        A batch the store rejects for its content is bisected, so one poison entry costs a few
-        extra transactions and never blocks the good entries around it.
+        Stops at the first entry of a kind this worker does not know: it and every entry after
+        it stay pending (``report.waiting``), so a newer worker persists them in order. A batch
+        the store rejects for its content is bisected, so one poison entry costs a few extra
+        transactions and never blocks the good entries around it.
         """
         report = DrainReport(batches=1)
         offenders: list[tuple[Entry, str]] = []
-        decoded: list[tuple[Entry, MessageRow]] = []
+        decoded: list[tuple[Entry, Known]] = []
         limit = self.settings.max_deliveries
-        for entry in entries:
+        for index, entry in enumerate(entries):
+            found = sort_entry(entry[1], self.decoders)
+            if isinstance(found, Unknown):
+                report.unprocessed = entries[index:]
+                report.waiting_kind = "/".join(found.kind)
+                break
             deliveries = self._deliveries.get(entry[0], 1)
             if deliveries > limit:
                 offenders.append((entry, f"delivered {deliveries} times (limit {limit})"))
-                continue
-            try:
-                row = decode_wal_entry(entry[1])
-            except PermanentError as exc:
-                offenders.append((entry, str(exc)))
-                continue
-            decoded.append((entry, row))
-            size = len(entry[1]["d"].encode())
-            report.drained.append(Drained(row.tenant, row.session_id, row.seq, size))
+            elif isinstance(found, Malformed):
+                offenders.append((entry, found.error))
+            else:
+                decoded.append((entry, found))
+                size = len(entry[1].get(b"d", b""))
+                row = found.row
+                report.drained.append(Drained(row.tenant, row.session_id, row.seq, size))
         offenders += self._persist_isolating(decoded, report)
         report.dead_lettered = len(offenders)
         return report, offenders
 
     def _persist_isolating(
-        self, items: list[tuple[Entry, MessageRow]], report: DrainReport
+        self, items: list[tuple[Entry, Known]], report: DrainReport
     ) -> list[tuple[Entry, str]]:
         if not items:
             return []
         try:
-            inserted = persist_messages(self.engine, [row for _, row in items])
+            inserted = persist_messages(self.engine, [known.row for _, known in items])
         except PermanentError as exc:
             if len(items) == 1:
                 log.warning("dead-lettering WAL entry %s: %s", items[0][0][0], exc)
@@ -226,9 +246,9 @@ class Drainer:
             )
         report.persisted += inserted
         report.skipped += len(items) - inserted
-        for (_, fields), row in items:
-            if fields.get(SUMMARIZE_FLAG) == "1":
-                report.summarize.add((row.tenant, row.session_id))
+        for _, known in items:
+            if known.fields.get(SUMMARIZE_FLAG) == "1":
+                report.summarize.add((known.row.tenant, known.row.session_id))
         return []
 
     def acknowledge(
@@ -255,7 +275,7 @@ class Drainer:
         first_seen = self.redis.hmget(self.keys.failing(shard), [e[0] for e, _ in offenders])
         with self.redis.pipeline(transaction=False) as pipe:
             for ((entry_id, fields), error), first in zip(offenders, first_seen, strict=True):
-                record: dict[Any, Any] = deadletters.wal_record(
+                record = deadletters.wal_record(
                     fields,
                     entry_id=entry_id,
                     error=error,
@@ -263,22 +283,50 @@ class Drainer:
                     first_failed_ms=int(first) if first else now_ms,
                     now_ms=now_ms,
                 )
-                pipe.xadd(self.keys.dead_letters(shard), record)
+                pipe.xadd(self.keys.dead_letters(shard), record)  # type: ignore[arg-type]
             pipe.execute()
 
     # --- the loop ----------------------------------------------------------------------------
 
     def process(self, shard: int, entries: list[Entry]) -> DrainReport:
         report, offenders = self.persist(entries)
-        self.acknowledge(shard, entries, offenders)
+        done = entries[: len(entries) - len(report.unprocessed)]
+        self.acknowledge(shard, done, offenders)
         settle(self.scripts, self.keys, shard, report.drained)
         report.drained = []
+        if report.unprocessed:
+            self._wait_for_newer(shard, report.waiting_kind)
+            report.waiting[shard] = report.waiting_kind
+            report.unprocessed = []
         return report
+
+    def _wait_for_newer(self, shard: int, kind: str) -> None:
+        # Left pending, never acked: a newer worker reclaims them after the lease. Meanwhile
+        # every worker that does not know the kind skips the shard (see drain_shard), so the
+        # entry's delivery count does not climb toward the dead-letter limit.
+        self.redis.set(self.keys.needs_newer(shard), kind)
+        log.warning(
+            "shard %s holds a WAL entry of kind/version %s that this worker does not know; "
+            "leaving the shard to a newer worker (rolling upgrade)",
+            shard,
+            kind,
+        )
+
+    def _left_for_newer(self, shard: int) -> bool:
+        """True when an older worker marked this shard for a kind this one does not know."""
+        kind = self.redis.get(self.keys.needs_newer(shard))
+        if kind is None:
+            return False
+        if tuple(str(kind).split("/", 1)) in self.decoders:
+            self.redis.delete(self.keys.needs_newer(shard))  # we know it: take over
+            return False
+        return True
 
     def drain_shard(self, shard: int, *, deadline: float) -> DrainReport:
         """Drain one shard until it is empty or ``deadline`` (monotonic) passes.
 
-        Returns an empty report when another drainer holds the shard's lease.
+        Returns an empty report when another drainer holds the shard's lease, and when the
+        shard waits for a newer worker.
         """
         report = DrainReport()
         lease = Lease(
@@ -288,18 +336,26 @@ class Drainer:
             return report
         report.shards.append(shard)
         try:
+            if self._left_for_newer(shard):
+                report.waiting[shard] = str(self.redis.get(self.keys.needs_newer(shard)))
+                return report
             self.ensure_group(shard)
             batch = self.settings.batch_size
-            while entries := self.reclaim(shard, count=batch):
+            while time.monotonic() < deadline and (
+                entries := self.reclaim(shard, count=batch, lease=lease)
+            ):
                 report.reclaimed += len(entries)
                 report.add(self.process(shard, entries))
-                lease.renew()
+                if report.waiting or not lease.renew():
+                    return report
             # Entries still pending belong to a consumer that may be alive (not idle long
             # enough to reclaim). Reading past them would commit later seqs before earlier ones.
             if self._pending_count(shard):
                 return report
             while time.monotonic() < deadline and (entries := self.read_new(shard, count=batch)):
                 report.add(self.process(shard, entries))
+                if report.waiting:
+                    break
                 if not lease.renew():
                     log.warning("lost the lease of shard %s mid-drain; stopping", shard)
                     break
@@ -406,47 +462,3 @@ class Drainer:
     def status(self) -> list[ShardStatus]:
         """Per shard: stream length, pending and undelivered entries, oldest pending age."""
         return shard_status(self.redis, self.keys)
-
-
-def shard_status(client: redis.Redis, keys: Keys) -> list[ShardStatus]:
-    """Every shard's backlog, read in one pipelined round trip."""
-    with client.pipeline(transaction=False) as pipe:
-        for shard in range(keys.shards):
-            wal = keys.wal(shard)
-            pipe.xinfo_stream(wal)
-            pipe.xinfo_groups(wal)
-            pipe.xpending(wal, CONSUMER_GROUP)
-            pipe.xlen(keys.dead_letters(shard))
-        replies = pipe.execute(raise_on_error=False)
-    now_ms = time.time() * 1000
-    result = []
-    for shard in range(keys.shards):
-        stream, groups, pending, dead = replies[shard * 4 : shard * 4 + 4]
-        if isinstance(stream, Exception):  # no stream yet
-            result.append(ShardStatus(shard, 0, 0, 0, None, _int(dead)))
-            continue
-        length = int(stream["length"])
-        group = (
-            next((g for g in groups if g["name"] == CONSUMER_GROUP), None)
-            if not isinstance(groups, Exception)
-            else None
-        )
-        if group is None:
-            result.append(ShardStatus(shard, length, 0, length, None, _int(dead)))
-            continue
-        if group["last-delivered-id"] == stream["last-generated-id"]:
-            undelivered = 0
-        elif group.get("lag") is not None:
-            undelivered = int(group["lag"])
-        else:
-            undelivered = max(1, int(stream["entries-added"]) - int(group["entries-read"] or 0))
-        pending_count = 0 if isinstance(pending, Exception) else int(pending["pending"])
-        oldest = None
-        if pending_count:
-            oldest = max(0.0, (now_ms - _id_ms(pending["min"])) / 1000)
-        result.append(ShardStatus(shard, length, pending_count, undelivered, oldest, _int(dead)))
-    return result
-
-
-def _int(value: object) -> int:
-    return 0 if isinstance(value, Exception) else int(value)  # type: ignore[call-overload]

@@ -20,7 +20,8 @@ from core.db import make_engine, migrate
 from core.errors import MemscribeError
 from core.keys import Keys
 from core.summarizer import summarization_status
-from core.wal import Drainer, shard_status
+from core.wal import Drainer
+from core.wal_status import shard_status
 from worker import dlq
 
 console = Console()

@@ -22,7 +22,8 @@ from config.celery import celery_config
 from config.settings import Settings
 from core import deadletters, summary_store
 from core.client import MemoryClient
-from core.wal import Drainer, shard_status
+from core.wal import Drainer
+from core.wal_status import shard_status
 from tests.fakes.openai_server import FakeOpenAI, rate_limited, server_error, slow
 from worker import processes
 

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from config.settings import Settings
 from core.client import MemoryClient
+from core.connections import raw_command
 from core.db import migrate
 from core.keys import CONSUMER_GROUP
 from core.wal import Drainer
@@ -40,7 +41,8 @@ def test_trim_keeps_a_dead_consumers_pending_entries(
     assert set(held) <= remaining
     assert len(remaining) == 300  # the oldest pending entry is the first: nothing trimmed
     # Once the dead consumer's entries are acked, the trim catches up.
-    live.process(0, [(entry_id, fields) for entry_id, fields in client.redis.xrange(wal, count=50)])
+    oldest = raw_command(client.redis, "XRANGE", wal, "-", "+", "COUNT", 50)
+    live.process(0, [(entry_id.decode(), fields) for entry_id, fields in oldest])
     # 250 delivered (50 dead + 4 x 50 live): MINID is the last delivered id, so 51 remain.
     assert len(_ids(client.redis, wal)) == 300 - 250 + 1
 
