@@ -145,6 +145,7 @@ class Drainer:
         claimed: list[Entry] = []
         cursor = "0-0"
         while len(claimed) < count:
+            page = min(count - len(claimed), self.settings.batch_size)
             reply = raw_command(
                 self.redis,
                 "XAUTOCLAIM",
@@ -154,7 +155,7 @@ class Drainer:
                 self.settings.drain_lease_ms,
                 cursor,
                 "COUNT",
-                count - len(claimed),
+                page,
             )
             cursor = _text(reply[0])
             claimed += [(_text(entry_id), fields) for entry_id, fields in reply[1] if fields]
