@@ -63,18 +63,20 @@ Check = Callable[[], bool | None]
 def worker_check(settings: Settings, client: redis.Redis) -> Check:
     """A persist worker is stalled when no flush completed in the stall window, the WAL has a
     backlog, and beat is ticking (if beat is down, restarting the worker would not help)."""
+    said = _SayOnce()
 
     def check() -> bool | None:
         try:
             if progress.recent(client, settings, progress.Marker.FLUSH):
-                return True
+                return said.nothing(True)
             waiting = progress.backlog(client, settings)
             if not waiting:
-                return True
+                return said.nothing(True)
             if not progress.recent(client, settings, progress.Marker.BEAT):
-                log.warning("no flush and no beat tick while %s entries wait: is beat up?", waiting)
+                said.once("beat", "no flush and no beat tick while %s entries wait", waiting)
                 return None
-            log.warning(
+            said.once(
+                "stalled",
                 "no flush completed in %.0fs while %s entries wait",
                 settings.worker_stall_after_s,
                 waiting,
@@ -82,20 +84,40 @@ def worker_check(settings: Settings, client: redis.Redis) -> Check:
             return False
         except redis.RedisError as exc:
             # Redis itself is down: a new worker would not fare better. Check again later.
-            log.warning("progress check could not reach Redis: %s", exc)
+            said.once("redis", "progress check cannot reach Redis: %s", exc)
             return None
 
     return check
 
 
+class _SayOnce:
+    """Log a check's complaint when it starts, not on every check while it lasts."""
+
+    def __init__(self) -> None:
+        self.last = ""
+
+    def once(self, kind: str, message: str, *args: object) -> None:
+        if kind != self.last:
+            log.warning(message, *args)
+        self.last = kind
+
+    def nothing(self, verdict: bool) -> bool:
+        self.last = ""
+        return verdict
+
+
 def beat_check(settings: Settings, client: redis.Redis) -> Check:
     """Beat is stalled when it sent no flush tick in the stall window."""
+    said = _SayOnce()
 
     def check() -> bool | None:
         try:
-            return progress.recent(client, settings, progress.Marker.BEAT)
+            if progress.recent(client, settings, progress.Marker.BEAT):
+                return said.nothing(True)
+            said.once("stalled", "beat sent no flush tick in %.0fs", settings.worker_stall_after_s)
+            return False
         except redis.RedisError as exc:
-            log.warning("progress check could not reach Redis: %s", exc)
+            said.once("redis", "progress check cannot reach Redis: %s", exc)
             return None
 
     return check

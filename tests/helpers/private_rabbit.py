@@ -38,6 +38,7 @@ class PrivateRabbit:
         self.epmd_port = free_port()
         self.node = f"msops{uuid.uuid4().hex[:8]}@localhost"
         self.process: subprocess.Popen[bytes] | None = None
+        self.epmd: subprocess.Popen[bytes] | None = None
         self.starts = 0
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "rabbitmq.conf").write_text(
@@ -69,8 +70,29 @@ class PrivateRabbit:
             "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
         }
 
+    def _start_epmd(self) -> None:
+        # Ours, in the foreground, so close() stops it by its pid; the node finds it on its
+        # port and starts no daemon of its own.
+        self.epmd = subprocess.Popen(
+            [shutil.which("epmd") or "epmd", "-port", str(self.epmd_port), "-address", "127.0.0.1"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.epmd_port), timeout=0.5),
+            ):
+                return
+            assert time.monotonic() < deadline, "epmd did not start"
+            time.sleep(0.05)
+
     def start(self, *, timeout_s: float = 60) -> float:
         """Start the node (replaying its data dir); returns how long it took to accept AMQP."""
+        if self.epmd is None:
+            self._start_epmd()
         began = time.monotonic()
         self.starts += 1
         log = open(self.workdir / f"server-{self.starts}.log", "wb")  # noqa: SIM115
@@ -107,11 +129,7 @@ class PrivateRabbit:
 
     def close(self) -> None:
         self.kill()
-        # The private epmd outlives the node; stop it by its port (never the machine's).
-        subprocess.run(
-            ["epmd", "-port", str(self.epmd_port), "-kill"],
-            env=self.env(),
-            capture_output=True,
-            check=False,
-            timeout=10,
-        )
+        if self.epmd is not None:
+            self.epmd.terminate()
+            self.epmd.wait(timeout=10)
+            self.epmd = None
