@@ -13,13 +13,16 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
+from celery import Celery
 from kombu import Connection  # type: ignore[attr-defined]
 
 from config.celery import QUEUES, celery_config, family_queues
 from config.settings import Settings
+from core import deadletters
 from core.client import MemoryClient
 from tests.chaos.load import Appended, wait_until_durable
 from tests.conftest import assert_exactly_once
+from tests.integration.test_task_retries import _attempts
 from worker import processes
 
 SESSIONS = 100
@@ -101,3 +104,29 @@ def test_rabbitmq_broker_persists_everything_exactly_once(
     assert all(durable[name] == "true" for name in consumed)
     with Connection(settings.broker_url) as connection:
         connection.ensure_connection(max_retries=1)  # the vhost answers for kombu too
+
+
+def test_retries_use_the_family_retry_queue_on_rabbitmq(
+    vhost: str,
+    redis_client: object,
+    make_settings: Callable[..., Settings],
+    spawn: Callable[..., subprocess.Popen[bytes]],
+) -> None:
+    """A task failing twice runs again from maintenance.retry over AMQP (countdowns are held
+    unacked by the worker: acks_late, prefetch 1), then succeeds with no dead letter."""
+    settings = make_settings(
+        broker_url=f"amqp://guest:guest@127.0.0.1:5672/{vhost}", retry_base_ms=20, max_retries=3
+    )
+    command = processes.worker_command(queues=family_queues("maintenance"), concurrency=1)
+    command[command.index("worker.app")] = "tests.helpers.flaky_app"
+    spawn(command, settings=settings, name="flaky-worker")
+    client = MemoryClient(redis=redis_client, settings=settings)  # type: ignore[arg-type]
+    publisher = Celery("test-publisher", config_source=celery_config(settings))
+    publisher.send_task("maintenance.flaky_probe", args=["amqp", 2], queue="maintenance")
+    attempts = _attempts(client, "amqp", 3)
+    assert [queue for _, queue in attempts] == [
+        "maintenance",
+        "maintenance.retry",
+        "maintenance.retry",
+    ]
+    assert deadletters.list_dead_letters(client.redis, client.keys) == []
