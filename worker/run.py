@@ -14,8 +14,9 @@ from typing import Any
 
 from config.celery import FAMILIES, QUEUES
 from config.settings import Settings
+from core.client import redis_from_url
 from worker import processes
-from worker.supervisor import supervise
+from worker.supervisor import beat_check, supervise, worker_check
 
 LOGLEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -85,6 +86,33 @@ def add_parsers(commands: Any) -> None:
     beat.add_argument("-l", "--loglevel", type=str.upper, choices=LOGLEVELS, default="INFO")
     _supervision_options(beat, stop_timeout_s=30)
     beat.set_defaults(handler=cmd_beat)
+    add_health_parser(commands)
+
+
+def add_health_parser(commands: Any) -> None:
+    health = commands.add_parser(
+        "health",
+        help="exit 1 if the pipeline is stalled (a container healthcheck or liveness probe)",
+    )
+    health.add_argument(
+        "role",
+        choices=("persist-worker", "beat"),
+        help="persist-worker: no flush completed in the stall window while a backlog waits "
+        "and beat ticks; beat: no flush tick sent in the stall window",
+    )
+    health.set_defaults(handler=cmd_health)
+
+
+def cmd_health(settings: Settings, args: argparse.Namespace) -> int:
+    """The supervisor's own check, once: 0 healthy (or Redis unreachable: say so), 1 stalled."""
+    client = redis_from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        check = worker_check if args.role == "persist-worker" else beat_check
+        verdict = check(settings, client)()
+    finally:
+        client.close()
+    print({True: "ok", None: "unknown (see the warning)", False: "stalled"}[verdict])
+    return 1 if verdict is False else 0
 
 
 def _supervision_options(parser: argparse.ArgumentParser, *, stop_timeout_s: float) -> None:

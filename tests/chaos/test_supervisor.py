@@ -15,7 +15,7 @@ import pytest
 from config.settings import Settings
 from core.client import MemoryClient
 from tests.chaos.load import Appenders, wait_until_durable
-from tests.conftest import assert_exactly_once
+from tests.conftest import assert_exactly_once, settings_env
 from tests.helpers.supervised import alive, celery_child, count_in_log, wait_for_log
 from worker import processes, progress
 
@@ -121,3 +121,28 @@ def test_sigterm_is_a_warm_shutdown_of_the_whole_tree(
     while alive(beat_child):
         assert time.monotonic() < deadline, "beat outlived its supervisor"
         time.sleep(0.1)
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        (["worker", "--autoscale", "1,8"], "--autoscale"),
+        (["worker", "--autoscale", "eight"], "--autoscale"),
+        (["worker", "--families", "persist,nope"], "--families"),
+        (["worker", "-Q", "persist,other"], "--queues"),
+        (["worker", "-c", "0"], "--concurrency"),
+    ],
+)
+def test_bad_worker_options_are_refused_before_anything_starts(
+    args: list[str], field: str, fast_settings: Settings
+) -> None:
+    """A bad option exits 2 with a message naming it, and no Celery process is started."""
+    done = subprocess.run(
+        processes.memscribe_command(*args),
+        env={**os.environ, **settings_env(fast_settings)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and field in done.stderr, done.stderr
+    assert "starting worker" not in done.stderr
