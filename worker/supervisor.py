@@ -150,11 +150,11 @@ class Supervisor:
         self.stop_timeout_s = stop_timeout_s
         self.backoff = backoff or RestartBackoff()
         self.restarts = 0
-        self._child: subprocess.Popen[bytes] | None = None
         self._stopping = 0  # signals received: 1 warm shutdown, 2+ cold
 
     def run(self) -> int:
-        """Supervise until SIGTERM/SIGINT; returns the last child's exit status."""
+        """Supervise until SIGTERM/SIGINT; returns the last child's exit status (128 + the
+        signal number if a signal ended it, as a shell reports it)."""
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_stop_signal)
         consecutive = 0
@@ -185,7 +185,7 @@ class Supervisor:
                 delay,
             )
             self._sleep(delay)
-        return status
+        return 128 - status if status < 0 else status
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         log.info("starting %s: %s", self.name, " ".join(self.command))
@@ -195,7 +195,6 @@ class Supervisor:
             # preexec_fn is unsafe with threads; the supervisor runs none.
             preexec_fn=_die_with_parent,
         )
-        self._child = child
         return child
 
     def _watch(self, child: subprocess.Popen[bytes], started_at: float) -> tuple[str, bool]:
