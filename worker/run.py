@@ -26,7 +26,7 @@ def _families(value: str) -> list[str]:
     unknown = sorted(set(names) - set(FAMILIES))
     if not names or unknown:
         raise argparse.ArgumentTypeError(
-            f"--families: {value!r} is not a comma-separated list of {', '.join(FAMILIES)}"
+            f"{value!r} is not a comma-separated list of {', '.join(FAMILIES)}"
         )
     return names
 
@@ -36,7 +36,7 @@ def _queues(value: str) -> list[str]:
     unknown = sorted(set(names) - set(QUEUES))
     if not names or unknown:
         raise argparse.ArgumentTypeError(
-            f"--queues: unknown queue(s) {unknown or [value]}; known: {', '.join(QUEUES)}"
+            f"unknown queue(s) {unknown or [value]}; known: {', '.join(QUEUES)}"
         )
     return names
 
@@ -45,18 +45,26 @@ def _autoscale(value: str) -> tuple[int, int]:
     try:
         high, low = (int(part) for part in value.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--autoscale: {value!r} is not MAX,MIN (two whole numbers)"
-        ) from None
+        raise argparse.ArgumentTypeError(f"{value!r} is not MAX,MIN (two whole numbers)") from None
     if not high >= low >= 1:
-        raise argparse.ArgumentTypeError(f"--autoscale: needs MAX >= MIN >= 1, got {value!r}")
+        raise argparse.ArgumentTypeError(f"needs MAX >= MIN >= 1, got {value!r}")
     return high, low
 
 
 def _positive_int(value: str) -> int:
     if not value.isdigit() or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"--concurrency: {value!r} is not a whole number >= 1")
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number >= 1")
     return int(value)
+
+
+def _stop_timeout(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not seconds > 0")
+    return seconds
 
 
 def add_parsers(commands: Any) -> None:
@@ -73,8 +81,12 @@ def add_parsers(commands: Any) -> None:
     )
     picked.add_argument("-Q", "--queues", type=_queues, help="exact queues to consume")
     pool = worker.add_mutually_exclusive_group()
-    pool.add_argument("-c", "--concurrency", type=_positive_int, default=2)
-    pool.add_argument("--autoscale", type=_autoscale, metavar="MAX,MIN")
+    pool.add_argument(
+        "-c", "--concurrency", type=_positive_int, default=2, help="prefork processes (2)"
+    )
+    pool.add_argument(
+        "--autoscale", type=_autoscale, metavar="MAX,MIN", help="grow to MAX processes, down to MIN"
+    )
     worker.add_argument("-n", "--name", help="node name (default: the first family), @host added")
     worker.add_argument("-l", "--loglevel", type=str.upper, choices=LOGLEVELS, default="INFO")
     _supervision_options(worker, stop_timeout_s=60)
@@ -118,7 +130,7 @@ def cmd_health(settings: Settings, args: argparse.Namespace) -> int:
 def _supervision_options(parser: argparse.ArgumentParser, *, stop_timeout_s: float) -> None:
     parser.add_argument(
         "--stop-timeout",
-        type=float,
+        type=_stop_timeout,
         default=stop_timeout_s,
         help="seconds a warm shutdown may take before the process group is killed",
     )
