@@ -1,5 +1,6 @@
 # memscribe: one image for every process (workers, beat, flower, the `memscribe` CLI).
-# The default command is a persist worker; docker-compose.yml overrides it per service.
+# The default command is a supervised persist worker; docker-compose.yml overrides it per
+# service.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -35,4 +36,5 @@ RUN pip install . "flower>=2.0" \
 
 USER memscribe
 
-CMD ["celery", "-A", "worker.app", "worker", "-Q", "persist,persist.retry", "-c", "2", "-l", "INFO"]
+# Supervised: Celery is restarted when it exits or stops draining (docs/operations.md).
+CMD ["memscribe", "worker", "--families", "persist", "-c", "2", "-n", "persist", "-l", "INFO"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from kombu import Queue  # type: ignore[attr-defined]
 
@@ -39,14 +40,40 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     }
 
 
+def broker_transport_options(settings: Settings) -> dict[str, Any]:
+    """Transport options for the configured broker (Redis or RabbitMQ)."""
+    if urlsplit(settings.broker_url).scheme in ("amqp", "amqps", "pyamqp"):
+        # RabbitMQ tracks unacked deliveries per connection: a lost connection redelivers at
+        # once, so there is no visibility timeout. Its consumer_timeout (30 min by default)
+        # plays that role and must exceed the longest retry countdown (RETRY_CAP_S).
+        return {}
+    return {
+        # kombu's Redis transport redelivers an unacked task after this long: it must exceed
+        # the longest retry countdown or a task still waiting for its retry runs twice.
+        "visibility_timeout": settings.visibility_timeout_s,
+        # Find a dead broker connection within seconds, not at the next send.
+        "health_check_interval": 10,
+        "socket_keepalive": True,
+        "socket_connect_timeout": 5,
+    }
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
     """The Celery settings that matter (DESIGN.md section 4)."""
     return {
         "broker_url": settings.broker_url,
+        # Reconnect forever instead of exiting after Celery's default 100 attempts, and treat
+        # channel errors (a channel closed under the consumer when the broker restarts) as
+        # recoverable. These narrow, but do not close, the crash window of kombu's reconnect
+        # (celery/kombu#582): `memscribe worker` supervises regardless (worker/supervisor.py).
+        "broker_connection_retry": True,
         "broker_connection_retry_on_startup": True,
-        # kombu's Redis transport redelivers an unacked task after this long: it must exceed
-        # the longest retry countdown or a task still waiting for its retry runs twice.
-        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout_s},
+        "broker_connection_max_retries": None,
+        "broker_channel_error_retry": True,
+        # A task running when the connection drops cannot be acked on it any more (acks_late),
+        # so the broker redelivers it: cancel it rather than run it twice at once.
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "broker_transport_options": broker_transport_options(settings),
         # JSON only: a binary object serializer lets whoever can write to the broker run code
         # in the worker.
         "accept_content": ["json"],

@@ -114,6 +114,12 @@ class Settings(BaseSettings):
     # Must stay above the longest retry countdown, or kombu redelivers a task still waiting.
     visibility_timeout_s: int = Field(default=3600, ge=60)
     task_time_limit_s: int = Field(default=300, ge=1)
+    # Supervision (`memscribe worker` / `memscribe beat`): a persist worker is restarted when
+    # no flush completed for this many flush intervals while a backlog exists (kombu can leave
+    # a worker alive but no longer consuming after a broker restart), and beat when it sent no
+    # flush tick for as long. The supervisor checks every worker_check_interval_s (one EXISTS).
+    worker_stall_intervals: int = Field(default=30, ge=3)
+    worker_check_interval_s: float = Field(default=5.0, gt=0)
 
     @model_validator(mode="after")
     def _derive_broker(self) -> Settings:
@@ -162,6 +168,11 @@ class Settings(BaseSettings):
                 f"({self.llm_timeout_s:g})"
             )
         return self
+
+    @property
+    def worker_stall_after_s(self) -> float:
+        """How long without a completed flush (or a beat tick) counts as stalled."""
+        return self.worker_stall_intervals * self.flush_interval_s + self.flush_budget_s
 
     @property
     def summary_model_name(self) -> str:

@@ -9,6 +9,7 @@ from celery import current_app
 
 from core.wal import DrainReport
 from tasks.base import family_task
+from worker import progress
 from worker.runtime import runtime
 
 log = logging.getLogger(__name__)
@@ -39,4 +40,6 @@ def flush() -> dict[str, Any]:
     """
     current = runtime()
     report = current.drainer.run_for(current.settings.flush_budget_s, on_report=_after_pass)
+    # The supervisor's proof that this worker still consumes (worker/progress.py).
+    progress.record(current.redis, current.settings, progress.Marker.FLUSH)
     return {"persisted": report.persisted, "error": report.error}

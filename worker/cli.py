@@ -1,4 +1,4 @@
-"""The ``memscribe`` command line: migrate, flush, status, dlq, demo."""
+"""The ``memscribe`` command line: migrate, flush, status, dlq, demo, worker, beat."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from core.keys import Keys
 from core.summarizer import summarization_status
 from core.wal import Drainer
 from core.wal_status import shard_status
-from worker import dlq
+from worker import dlq, run
 
 console = Console()
 
@@ -153,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--messages", type=int, default=6000)
     demo.add_argument("--appenders", type=int, default=4)
     dlq.add_parser(commands)
+    run.add_parsers(commands)
     return parser
 
 

@@ -78,12 +78,15 @@ def run_demo(
         console.print(f"durable store: {settings.database_url.split('@')[-1]} (migrated)")
         started.append(
             processes.start(
-                processes.worker_command(["persist", "llm"], loglevel="WARNING"),
+                # Supervised: restarted if it exits or stops draining (worker/supervisor.py).
+                processes.supervised_worker_command(["persist", "llm"], loglevel="WARNING"),
                 log_path=logs / "worker.log",
             )
         )
         started.append(
-            processes.start(processes.beat_command(loglevel="WARNING"), log_path=logs / "beat.log")
+            processes.start(
+                processes.supervised_beat_command(loglevel="WARNING"), log_path=logs / "beat.log"
+            )
         )
         console.print(f"worker and beat started (logs in {logs}/)")
         return _drive(settings, sessions=sessions, total=total, appenders=appenders)

@@ -80,21 +80,27 @@ def celery_command(*args: str) -> list[str]:
 
 
 def worker_command(
-    families: Sequence[str],
+    families: Sequence[str] = (),
     *,
+    queues: Sequence[str] = (),
     concurrency: int = 2,
+    autoscale: tuple[int, int] | None = None,
     name: str = "memscribe",
     loglevel: str = "INFO",
 ) -> list[str]:
-    """A worker for task ``families`` ("persist", "llm", ...): their queues and retry queues."""
+    """A plain Celery worker for task ``families`` ("persist", "llm", ...): their queues and
+    retry queues (or exactly ``queues``). ``autoscale`` is (max, min) processes."""
+    consumed = list(queues) or [queue for family in families for queue in family_queues(family)]
+    pool = ["-c", str(concurrency)]
+    if autoscale:
+        pool = ["--autoscale", f"{autoscale[0]},{autoscale[1]}"]
     return celery_command(
         "worker",
         "-Q",
-        ",".join(queue for family in families for queue in family_queues(family)),
-        "-c",
-        str(concurrency),
+        ",".join(consumed),
+        *pool,
         "-n",
-        f"{name}@%h",
+        name if "@" in name else f"{name}@%h",
         "-l",
         loglevel,
         "--without-mingle",
@@ -104,6 +110,41 @@ def worker_command(
 
 def beat_command(*, loglevel: str = "INFO") -> list[str]:
     return celery_command("beat", "-l", loglevel)
+
+
+def memscribe_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "worker.cli", *args]
+
+
+def supervised_worker_command(
+    families: Sequence[str],
+    *,
+    concurrency: int = 2,
+    name: str = "memscribe",
+    loglevel: str = "INFO",
+    stop_timeout_s: float = 60,
+) -> list[str]:
+    """``memscribe worker``: the worker above under a supervisor that restarts it when it
+    exits or stops draining (worker/supervisor.py)."""
+    return memscribe_command(
+        "worker",
+        "--families",
+        ",".join(families),
+        "-c",
+        str(concurrency),
+        "-n",
+        name,
+        "-l",
+        loglevel,
+        "--stop-timeout",
+        str(stop_timeout_s),
+    )
+
+
+def supervised_beat_command(*, loglevel: str = "INFO", stop_timeout_s: float = 30) -> list[str]:
+    """``memscribe beat``: beat under a supervisor that restarts it when it exits or stops
+    sending flush ticks."""
+    return memscribe_command("beat", "-l", loglevel, "--stop-timeout", str(stop_timeout_s))
 
 
 def start(

@@ -9,7 +9,7 @@ import pytest
 
 from config.settings import Settings
 from core.client import MemoryClient
-from core.wal import shard_status
+from core.wal_status import shard_status
 from tests.conftest import assert_exactly_once, both_backends, messages_in_store
 from worker import processes
 

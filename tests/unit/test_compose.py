@@ -13,6 +13,7 @@ import yaml
 
 from config.celery import QUEUES, family_queues
 from config.settings import Settings
+from worker.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -86,14 +87,19 @@ def depends_on(service: dict[str, Any]) -> dict[str, str]:
     return {name: (spec or {}).get("condition", "service_started") for name, spec in deps.items()}
 
 
+def memscribe_args(args: list[str]) -> Any:
+    """``memscribe ...`` parsed by the real CLI: an unknown option or value fails here."""
+    assert args[0] == "memscribe", args
+    return build_parser().parse_args(args[1:])
+
+
 def worker_queues(services: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
     found = {}
     for name, service in services.items():
         args = argv(service) if "command" in service else []
-        if args[:4] == ["celery", "-A", "worker.app", "worker"]:
-            queues = option(args, "-Q") or option(args, "--queues")
-            assert queues, f"{name} runs a worker without -Q"
-            found[name] = queues.split(",")
+        if args[:2] == ["memscribe", "worker"]:
+            parsed = memscribe_args(args)
+            found[name] = parsed.queues or [q for f in parsed.families for q in family_queues(f)]
     return found
 
 
@@ -143,32 +149,60 @@ def test_minio_serves_api_and_console(services: dict[str, dict[str, Any]]) -> No
 def test_worker_consumes_its_queue(
     services: dict[str, dict[str, Any]], name: str, queue: str
 ) -> None:
-    """Each worker service runs ``celery -A worker.app worker`` on its family's queues."""
+    """Each worker service runs a supervised ``memscribe worker`` on its family's queues."""
     args = argv(services[name])
-    assert args[:4] == ["celery", "-A", "worker.app", "worker"]
-    assert option(args, "-Q") == ",".join(family_queues(queue))
-    assert option(args, "-n") == f"{queue}@%h"
+    assert args[:2] == ["memscribe", "worker"]
+    parsed = memscribe_args(args)
+    assert (parsed.families, parsed.queues, parsed.name) == ([queue], None, queue)
+    assert worker_queues(services)[name] == family_queues(queue)
 
 
 def test_llm_worker_autoscales_and_others_are_fixed(services: dict[str, dict[str, Any]]) -> None:
     """The I/O-bound llm worker autoscales; persist and maintenance have fixed concurrency."""
-    llm = argv(services["worker-llm"])
-    autoscale = option(llm, "--autoscale")
-    assert autoscale is not None
-    high, low = (int(n) for n in autoscale.split(","))
+    high, low = memscribe_args(argv(services["worker-llm"])).autoscale
     assert high > low >= 1
     for name in ("worker-persist", "worker-maintenance"):
-        args = argv(services[name])
-        assert option(args, "--autoscale") is None
-        assert int(option(args, "-c") or 0) >= 1
+        parsed = memscribe_args(argv(services[name]))
+        assert parsed.autoscale is None
+        assert option(argv(services[name]), "-c") is not None and parsed.concurrency >= 1
 
 
 def test_beat_runs_once(services: dict[str, dict[str, Any]]) -> None:
     """Exactly one beat runs the scheduler (two would send every periodic task twice)."""
-    assert argv(services["beat"])[:4] == ["celery", "-A", "worker.app", "beat"]
+    assert argv(services["beat"])[:2] == ["memscribe", "beat"]
+    memscribe_args(argv(services["beat"]))
     assert services["beat"].get("deploy", {}).get("replicas", 1) == 1
-    beats = [n for n, s in services.items() if "command" in s and "beat" in argv(s)[3:4]]
+    beats = [n for n, s in services.items() if "command" in s and "beat" in argv(s)[:4]]
     assert beats == ["beat"]
+
+
+def test_workers_and_beat_are_supervised(services: dict[str, dict[str, Any]]) -> None:
+    """No service runs a bare Celery worker or beat: a worker that dies when its broker
+    restarts, or stops consuming, must come back without anyone noticing (supervisor)."""
+    for name, service in services.items():
+        args = argv(service) if "command" in service else []
+        if args[:1] == ["celery"]:
+            assert args[3] == "flower", f"{name} runs a bare `celery {args[3]}`"
+    for name in [*WORKERS, "beat"]:
+        service = services[name]
+        parsed = memscribe_args(argv(service))
+        assert not parsed.no_progress_check, name
+        # The supervisor's warm shutdown must finish before compose's SIGKILL.
+        grace_s = int(str(service["stop_grace_period"]).removesuffix("s"))
+        assert parsed.stop_timeout < grace_s, name
+        # If the supervisor itself exits, the container comes back; tini is PID 1.
+        assert service["restart"] in ("always", "unless-stopped"), name
+        assert service.get("init") is True, name
+
+
+@pytest.mark.parametrize(("name", "role"), [("worker-persist", "persist-worker"), ("beat", "beat")])
+def test_healthchecks_run_the_progress_check(
+    services: dict[str, dict[str, Any]], name: str, role: str
+) -> None:
+    """The persist worker and beat report health with the supervisor's own progress check."""
+    test = services[name]["healthcheck"]["test"]
+    assert test[0] == "CMD" and test[1:] == ["memscribe", "health", role]
+    assert memscribe_args(test[1:]).role == role
 
 
 def test_flower_publishes_5555(services: dict[str, dict[str, Any]]) -> None:
@@ -271,10 +305,10 @@ def test_dockerfile_installs_project_as_non_root(dockerfile: list[tuple[str, str
 
 
 def test_dockerfile_default_command_is_persist_worker(dockerfile: list[tuple[str, str]]) -> None:
-    """Without a command override the image runs a persist worker."""
+    """Without a command override the image runs a supervised persist worker."""
     cmds = [args for i, args in dockerfile if i == "CMD"]
     assert len(cmds) == 1
     command = yaml.safe_load(cmds[0])  # the exec form is a JSON array
-    assert command[:4] == ["celery", "-A", "worker.app", "worker"]
-    assert option(command, "-Q") == "persist,persist.retry"
+    assert command[:2] == ["memscribe", "worker"]
+    assert memscribe_args(command).families == ["persist"]
     assert "TIKTOKEN_CACHE_DIR" in {args.split("=")[0] for i, args in dockerfile if i == "ENV"}
