@@ -31,6 +31,12 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             # A tick nobody picked up soon is worthless: the next one does the same work.
             "options": {"queue": "persist", "expires": max(5.0, interval * 5)},
         },
+        # A summary whose llm.summarize publish failed is asked for again within minutes.
+        "llm-resend-stale": {
+            "task": "llm.resend_stale",
+            "schedule": min(60.0, settings.summary_resend_after_s),
+            "options": {"queue": "llm", "expires": 60},
+        },
         # Summaries deferred by a spent daily token budget are re-enqueued once it resets.
         "llm-resume-deferred": {
             "task": "llm.resume_deferred",

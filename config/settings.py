@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     # A pending summary older than this is presumed lost (its task dropped) and the next
     # append past the trigger asks again.
     summary_pending_timeout_s: float = Field(default=3600.0, gt=0)
+    # A pending summary with no task running this long is sent again (llm.resend_stale, every
+    # minute): its publish failed or its task was lost. A duplicate is a no-op.
+    summary_resend_after_s: float = Field(default=300.0, gt=0)
     # Tokens (prompt + completion) one tenant may spend on summaries per UTC day; 0: no limit.
     tenant_daily_token_budget: int = Field(default=0, ge=0)
 

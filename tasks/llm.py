@@ -23,6 +23,7 @@ from core.errors import ConfigurationError, PermanentError, ValidationError
 from core.llm import build_backend
 from core.models import validate_id
 from core.summarizer import SessionSummarizer
+from core.summary_resend import stale_sessions
 from core.tokens import token_counter
 from tasks.base import family_task
 from worker.runtime import runtime
@@ -95,6 +96,23 @@ def resume_deferred() -> int:
             budgets.undefer(tenant, session_id)
             sent += 1
     return sent
+
+
+@family_task("llm.resend_stale")
+def resend_stale() -> int:
+    """Send ``llm.summarize`` again for summaries pending longer than
+    ``MEMSCRIBE_SUMMARY_RESEND_AFTER_S`` with no task running (its publish failed, or the task
+    was lost). Meant for beat; a duplicate is a no-op."""
+    current = runtime()
+    budgets = Budgets(current.redis, current.keys, current.settings)
+    stale = stale_sessions(
+        current.redis, current.keys, budgets, after_s=current.settings.summary_resend_after_s
+    )
+    for tenant, session_id in stale:
+        summarize.apply_async(args=[tenant, session_id], queue="llm")
+    if stale:
+        log.warning("re-sent %s summaries whose task was lost", len(stale))
+    return len(stale)
 
 
 def broker_enqueue(settings: Settings) -> Enqueue:

@@ -27,7 +27,11 @@ def _after_pass(report: DrainReport) -> None:
     # Sessions that crossed their summary trigger, now durable: one summary each. The task
     # carries ids only; it reads the messages itself.
     for tenant, session_id in sorted(report.summarize):
-        current_app.send_task("llm.summarize", args=[tenant, session_id], queue="llm")
+        try:
+            current_app.send_task("llm.summarize", args=[tenant, session_id], queue="llm")
+        except Exception as exc:  # the entries are durable and acked: the flush goes on
+            # The session stays pending; llm.resend_stale asks again within minutes.
+            log.warning("could not send llm.summarize for %s/%s: %s", tenant, session_id, exc)
 
 
 @family_task("persist.flush")

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import redis
-from celery import Celery
+from celery import Celery, current_app
 
 from config.celery import celery_config
 from config.settings import Settings
@@ -24,6 +24,7 @@ from core import deadletters, summary_store
 from core.client import MemoryClient
 from core.wal import Drainer
 from core.wal_status import shard_status
+from tasks import persist
 from tests.fakes.openai_server import FakeOpenAI, rate_limited, server_error, slow
 from worker import processes
 
@@ -328,4 +329,42 @@ def test_exhausted_retries_dead_letter_and_keep_history(
     assert snapshot(client) == before
     assert summary_store.list_summaries(client.engine, tenant="default", session_id="s") == []
     assert client.memory_stats("s").summary_pending  # a replayed dead letter can still fold
+    client.engine.dispose()
+
+
+def test_a_summarize_whose_publish_failed_is_sent_again(
+    make_settings: SettingsFactory,
+    pg_database: str,
+    redis_client: redis.Redis,
+    spawn: Spawn,
+    fake_openai: FakeOpenAI,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The drainer's send of llm.summarize fails (broker away) after the crossing's entry is
+    durable and acked: the flush goes on, the session stays pending, and llm.resend_stale
+    (beat) asks again within summary_resend_after_s, not an hour later. One LLM call."""
+    fake_openai.reply = echo_markers
+    settings = llm_settings(make_settings, pg_database, fake_openai, summary_resend_after_s=1.0)
+    client = MemoryClient(redis=redis_client, settings=settings)
+    drainer = Drainer(redis=redis_client, engine=client.engine, settings=settings)
+    results = [client.append("s", "user", f"m-1-{i} " + "word " * 20) for i in range(6)]
+    assert any(r.summary_triggered for r in results)
+    report = drainer.run_for(0.5)
+    assert report.summarize == {("default", "s")}
+
+    def broker_down(*_args: Any, **_kwargs: Any) -> None:
+        raise ConnectionRefusedError("broker down")
+
+    monkeypatch.setattr(current_app, "send_task", broker_down)
+    persist._after_pass(report)  # logs and goes on: the entries are durable already
+    assert client.memory_stats("s").summary_pending
+    spawn(processes.beat_command(loglevel="WARNING"), settings=settings, name="beat")
+    spawn(
+        processes.worker_command(["llm"], concurrency=1, loglevel="WARNING"),
+        settings=settings,
+        name="llm",
+    )
+    wait_for(lambda: client.memory_stats("s").summary_count == 1, what="the re-sent summary")
+    assert len(fake_openai.requests()) == 1
+    assert not client.memory_stats("s").summary_pending
     client.engine.dispose()
