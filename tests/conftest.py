@@ -215,6 +215,30 @@ def assert_exactly_once(url: str, appended: dict[str, tuple[str, str, int, str]]
         assert sorted(seqs) == list(range(1, len(seqs) + 1)), f"seq gap in {key}"
 
 
+def assert_commit_order(url: str) -> int:
+    """P2's "in seq order": within every session, the commit time (``persisted_at``) never
+    decreases as seq grows. Returns the number of sessions checked."""
+    engine = make_engine(url)
+    with engine.connect() as connection:
+        rows = connection.execute(
+            sa.text(
+                "SELECT tenant, session_id, seq, persisted_at FROM messages "
+                "ORDER BY tenant, session_id, seq"
+            )
+        ).all()
+    engine.dispose()
+    last: dict[tuple[str, str], Any] = {}
+    for row in rows:
+        key = (row.tenant, row.session_id)
+        if key in last:
+            assert row.persisted_at >= last[key], (
+                f"{key}: seq {row.seq} committed at {row.persisted_at}, before an earlier seq "
+                f"({last[key]})"
+            )
+        last[key] = row.persisted_at
+    return len(last)
+
+
 @pytest.fixture
 def fake_openai() -> Iterator[Any]:
     """A local OpenAI-compatible server on a free port (tests/fakes/openai_server.py)."""

@@ -11,7 +11,7 @@ import pytest
 from config.settings import Settings
 from core.client import MemoryClient, redis_from_url
 from tests.chaos.load import Appenders, wait_until_durable
-from tests.conftest import assert_exactly_once
+from tests.conftest import assert_commit_order, assert_exactly_once
 from tests.helpers.private_redis import PrivateRedis
 from worker import processes
 
@@ -68,4 +68,5 @@ def test_redis_restart_loses_nothing_older_than_the_fsync_window(
     assert wait_until_durable(client, timeout_s=120) == 0
     written = before.acknowledged | after.acknowledged
     assert_exactly_once(pg_database, written)
+    assert assert_commit_order(pg_database)
     print(f"\nredis kill -9 + restart: written={len(written)} lost=0 duplicated=0")

@@ -13,7 +13,7 @@ import pytest
 from config.settings import Settings
 from core.client import MemoryClient
 from tests.chaos.load import Appenders, wait_until_durable
-from tests.conftest import ROOT, assert_exactly_once
+from tests.conftest import ROOT, assert_commit_order, assert_exactly_once
 from tests.integration.test_reclaim import _wait_ready
 from worker import processes
 
@@ -69,4 +69,5 @@ def test_sigkilled_workers_lose_and_double_nothing(
     written = load.acknowledged
     assert appended_during_kills > 1000 and committed_but_unacked > 0
     assert_exactly_once(pg_database, written)
+    assert assert_commit_order(pg_database) >= 60  # every session's seqs committed in order
     print(f"\nworker kill -9 x{KILLS}: written={len(written)} lost=0 duplicated=0")

@@ -10,7 +10,12 @@ import pytest
 from config.settings import Settings
 from core.client import MemoryClient
 from core.wal_status import shard_status
-from tests.conftest import assert_exactly_once, both_backends, messages_in_store
+from tests.conftest import (
+    assert_commit_order,
+    assert_exactly_once,
+    both_backends,
+    messages_in_store,
+)
 from worker import processes
 
 SESSIONS = 200
@@ -59,3 +64,4 @@ def test_worker_and_beat_persist_everything_exactly_once(
         time.sleep(0.2)
     assert len(messages_in_store(database_url)) == MESSAGES
     assert_exactly_once(database_url, appended)
+    assert assert_commit_order(database_url)

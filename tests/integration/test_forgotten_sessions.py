@@ -15,7 +15,7 @@ from pathlib import Path
 from config.settings import Settings
 from core.client import MemoryClient, redis_from_url
 from core.wal import Drainer
-from tests.conftest import assert_exactly_once, both_backends
+from tests.conftest import assert_commit_order, assert_exactly_once, both_backends
 from tests.helpers.private_redis import PrivateRedis
 
 Appended = dict[str, tuple[str, str, int, str]]
@@ -54,6 +54,7 @@ def test_session_continues_after_its_ttl(
     _append(client, appended, "s", 8, 12)
     assert drainer.flush(timeout_s=30) == 0
     assert_exactly_once(database_url, appended)
+    assert assert_commit_order(database_url)
     assert _dead_letters(client) == 0
     # The buffer came back with the session's own window (5) and its settings.
     context = client.context("s")
@@ -73,6 +74,7 @@ def test_session_continues_after_flushdb(
         _append(client, appended, session, 5, 7)
     assert drainer.flush(timeout_s=30) == 0
     assert_exactly_once(database_url, appended)
+    assert assert_commit_order(database_url)
     assert _dead_letters(client) == 0
     assert [client.memory_stats(s).last_seq for s in ("a", "new")] == [12, 5]
 
@@ -91,6 +93,7 @@ def test_undrained_entries_keep_seq_above_them(
     assert sorted(seq for _, _, seq, _ in appended.values()) == list(range(1, 10))
     assert drainer.flush(timeout_s=30) == 0
     assert_exactly_once(database_url, appended)
+    assert assert_commit_order(database_url)
     assert _dead_letters(client) == 0
     # Once durable, the high water of the session is cleared.
     assert not client.redis.hexists(
@@ -138,6 +141,7 @@ def test_two_cold_appenders_at_once(
         assert drainer.flush(timeout_s=30) == 0
     assert len(appended) == 6 + 5 * 4 * 3
     assert_exactly_once(database_url, appended)
+    assert assert_commit_order(database_url)
     assert _dead_letters(client) == 0
 
 

@@ -12,7 +12,13 @@ from config.settings import Settings
 from core.client import MemoryClient
 from core.keys import CONSUMER_GROUP
 from core.wal import Drainer
-from tests.conftest import ROOT, assert_exactly_once, both_backends, messages_in_store
+from tests.conftest import (
+    ROOT,
+    assert_commit_order,
+    assert_exactly_once,
+    both_backends,
+    messages_in_store,
+)
 from worker import processes
 
 
@@ -61,4 +67,5 @@ def test_sigkill_before_xack_loses_and_doubles_nothing(
 
     assert drainer.flush(timeout_s=60) == 0
     assert_exactly_once(database_url, appended)
+    assert assert_commit_order(database_url)
     assert all(status.pending == 0 for status in drainer.status())
