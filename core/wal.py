@@ -38,7 +38,7 @@ from core.keys import CONSUMER_GROUP, Keys
 from core.lease import Lease
 from core.repository import persist_messages, translate_errors
 from core.scripts import Scripts
-from core.wal_status import ShardStatus, shard_status
+from core.wal_status import ShardStatus, busy_shards, shard_status, wait_for_entries
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 Entry = tuple[str, RawFields]
 # WAL entry field set by the append script when the session crossed its summary trigger.
 SUMMARIZE_FLAG = "sum"
+# The longest idle wait between looks at every shard (a leased or waiting shard, the backoff).
+IDLE_WAIT_S = 1.0
 
 
 @dataclass
@@ -121,6 +123,8 @@ class Drainer:
         )
         self.memory = MemoryGuard(redis, self.keys, high_ratio=settings.redis_memory_high_ratio)
         self._groups_ready: set[str] = set()
+        # The quiet WALs' positions from the last pass, for the idle wait.
+        self._quiet: dict[str, str] = {}
         # Deliveries of entries taken over from other consumers, for the dead-letter rule.
         self._deliveries: dict[str, int] = {}
 
@@ -390,7 +394,7 @@ class Drainer:
         try:
             self.memory.check()
             wait_s = self.backoff.wait_s()
-            busy = [] if wait_s else [status.shard for status in self.status() if status.backlog]
+            busy, self._quiet = ([], {}) if wait_s else busy_shards(self.redis, self.keys)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             # Redis is the WAL: while it is away there is nothing to drain. Appends fail too.
             report.error = f"Redis unavailable: {exc}"
@@ -428,8 +432,10 @@ class Drainer:
     ) -> DrainReport:
         """Drain repeatedly for ``seconds``, polling when idle: what one flush task does.
 
-        Keeps append-to-durable lag near ``poll_s`` instead of the beat interval. ``on_report``
-        sees each pass as it ends (to enqueue summaries without waiting for the whole run).
+        While idle it blocks on the WALs (``XREAD BLOCK``) and drains as soon as an entry
+        arrives, so lag stays low and an idle worker costs Redis a few commands a second.
+        ``on_report`` sees each pass as it ends (to enqueue summaries without waiting for the
+        whole run).
         """
         stop = time.monotonic() + seconds
         total = DrainReport()
@@ -438,8 +444,17 @@ class Drainer:
             if on_report is not None:
                 on_report(report)
             total.add(report)
-            if not report.batches:
+            if report.batches:
+                continue
+            if report.error or report.retry_in_s:
                 time.sleep(min(left, max(poll_s, report.retry_in_s)))
+            else:
+                # Idle: block until a WAL gets an entry (one command) rather than poll every
+                # shard; a shard someone else holds is looked at again within the second.
+                try:
+                    wait_for_entries(self.redis, self._quiet, timeout_s=min(left, IDLE_WAIT_S))
+                except redis.RedisError:
+                    time.sleep(min(left, poll_s))
         return total
 
     def flush(self, *, timeout_s: float, poll_s: float = 0.1) -> int:

@@ -13,7 +13,7 @@ from typing import Any
 
 import redis
 
-from core.connections import raw_command
+from core.connections import is_cluster, raw_command
 from core.keys import CONSUMER_GROUP, Keys
 
 
@@ -81,3 +81,51 @@ def shard_status(client: redis.Redis, keys: Keys) -> list[ShardStatus]:
 
 def _int(value: object) -> int:
     return 0 if isinstance(value, Exception) else int(value)  # type: ignore[call-overload]
+
+
+def busy_shards(client: redis.Redis, keys: Keys) -> tuple[list[int], dict[str, str]]:
+    """The shards with entries to drain, in one pipelined ``XINFO GROUPS`` per shard (a third
+    of ``shard_status``: the idle check runs many times a second). Also returns, for an idle
+    wait, each quiet WAL's position (the group's last-delivered id)."""
+    with client.pipeline(transaction=False) as pipe:
+        for shard in range(keys.shards):
+            pipe.xinfo_groups(keys.wal(shard))
+        replies = pipe.execute(raise_on_error=False)
+    busy: list[int] = []
+    positions: dict[str, str] = {}
+    for shard, groups in enumerate(replies):
+        wal = keys.wal(shard)
+        if isinstance(groups, Exception):  # no stream yet: wait from its beginning
+            positions[wal] = "0-0"
+            continue
+        group = next((g for g in groups if g["name"] == CONSUMER_GROUP), None)
+        # No group yet, or a lag Redis cannot compute: look closer by draining.
+        if group is None or group.get("lag") is None or group["lag"] or group["pending"]:
+            busy.append(shard)
+        else:
+            positions[wal] = group["last-delivered-id"]
+    return busy, positions
+
+
+def wait_for_entries(client: redis.Redis, positions: dict[str, str], *, timeout_s: float) -> None:
+    """Block until any WAL gets an entry past its position, or ``timeout_s`` passes: one
+    command while idle instead of polling every shard. Reads nothing for any consumer group.
+    A cluster cannot block across slots, so there it simply sleeps."""
+    if timeout_s <= 0:
+        return
+    if is_cluster(client) or not positions:
+        time.sleep(timeout_s)
+        return
+    streams = list(positions)
+    block_ms = max(1, int(timeout_s * 1000))
+    raw_command(
+        client,
+        "XREAD",
+        "COUNT",
+        1,
+        "BLOCK",
+        block_ms,
+        "STREAMS",
+        *streams,
+        *(positions[wal] for wal in streams),
+    )
