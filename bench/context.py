@@ -20,11 +20,11 @@ from bench.config import BenchConfig, Stores
 from bench.workload import Workload
 from config.settings import Settings
 from core.client import MemoryClient
-from core.connections import redis_client, redis_from_url
-from core.db import make_engine
-from core.keys import Keys
-from core.tokens import token_counter
-from core.wal_status import shard_status
+from core.log.status import shard_status
+from core.store.connections import redis_client, redis_from_url
+from core.store.db import make_engine
+from core.store.keys import Keys
+from core.store.tokens import token_counter
 
 ROOT = Path(__file__).resolve().parent.parent
 # Held in every shard's lease key to keep drainers off while the bench fills the WAL.
@@ -67,7 +67,7 @@ class BenchContext:
 
     @cached_property
     def keys(self) -> Keys:
-        return Keys(self.settings.key_prefix, self.settings.shards)
+        return Keys.of(self.settings)
 
     def redis_client(self, url: str) -> redis.Redis:
         """A client for one of the brokers (always a plain server)."""

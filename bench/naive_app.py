@@ -17,7 +17,7 @@ from celery import Celery
 from sqlalchemy import Engine, create_engine
 
 from bench.config import Stores
-from core.db import messages
+from core.store.db import messages
 
 QUEUE = "naive"
 _stores = Stores.from_env(check=False)  # the harness checks them, and says so more politely

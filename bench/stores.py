@@ -15,8 +15,8 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from core.connections import every_primary
-from core.db import migrate
+from core.store.connections import every_primary
+from core.store.db import migrate
 from worker import processes
 
 # Set in every Redis database the bench flushes: a database holding keys but not this one

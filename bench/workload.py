@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from core.tokens import TokenCounter
+from core.store.tokens import TokenCounter
 
 SAMPLE_TEXT = (
     "the refund for order was charged twice on my card and support said it would take five "

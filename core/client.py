@@ -1,6 +1,6 @@
 """The public API: ``MemoryClient``.
 
-``append`` and ``append_many`` are the request path (``core/appender.py``): validation and
+``append`` and ``append_many`` are the request path (``core/log/appender.py``): validation and
 token counting in process, then exactly one Redis call (an EVALSHA of ``core/lua/append.lua``)
 for a warm session. No PostgreSQL, no Celery publish: workers
 drain the shard's write-ahead stream into the durable store behind the caller's back. When an
@@ -18,15 +18,8 @@ import redis
 from sqlalchemy import Engine
 
 from config.settings import Settings, get_settings
-from core import session_settings
-from core.appender import Appender
-from core.budget import Budgets
-from core.codec import decode_buffer_item
-from core.connections import redis_client
-from core.connections import redis_from_url as redis_from_url  # re-exported: tests, scripts
-from core.db import make_engine
 from core.errors import ConfigurationError, ValidationError
-from core.keys import Keys, SessionKeys
+from core.log.appender import Appender
 from core.models import (
     MEMORY_SETTING_FIELDS,
     AppendResult,
@@ -37,9 +30,16 @@ from core.models import (
     micros_to_datetime,
     validate_id,
 )
-from core.redis_errors import redis_errors
-from core.scripts import Scripts
-from core.tokens import TokenCounter, token_counter
+from core.sessions import settings as session_settings
+from core.store.codec import decode_buffer_item
+from core.store.connections import redis_client
+from core.store.connections import redis_from_url as redis_from_url  # re-exported: tests, scripts
+from core.store.db import make_engine
+from core.store.keys import Keys, SessionKeys
+from core.store.redis_errors import redis_errors
+from core.store.scripts import Scripts
+from core.store.tokens import TokenCounter, token_counter
+from core.summaries.budget import Budgets
 
 # Sends a task by name with id-only arguments: ("llm.summarize", [tenant, session_id]). core/
 # imports no Celery, so the app passes one in (tasks.llm.broker_enqueue builds the usual one).
@@ -61,7 +61,7 @@ class MemoryClient:
     ) -> None:
         self.redis = redis
         self.settings = settings
-        self.keys = Keys(settings.key_prefix, settings.shards)
+        self.keys = Keys.of(settings)
         self.tokens = tokens or token_counter(settings.tokenizer, settings.model)
         self.scripts = Scripts.register(redis)
         self.memory_defaults = memory_defaults(settings)

@@ -17,8 +17,8 @@ from typing import Any
 from celery import shared_task
 
 from config.settings import Settings
-from core import deadletters
 from core.errors import PermanentError, TransientError
+from core.log import deadletters
 from worker.runtime import runtime
 
 log = logging.getLogger(__name__)

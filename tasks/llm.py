@@ -2,7 +2,7 @@
 
 Tasks carry ids only (``[tenant, session_id]``), never message content or secrets: they show
 up in Flower, logs and dead letters. Retries, backoff and dead letters come from
-``tasks.base.family_task``; ``core.summarizer`` raises ``TransientError`` (with
+``tasks.base.family_task``; ``core.summaries.summarizer`` raises ``TransientError`` (with
 ``retry_after_s`` when the LLM sent ``Retry-After`` or another summarize holds the session)
 and ``PermanentError``.
 """
@@ -10,47 +10,21 @@ and ``PermanentError``.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 from celery import Celery
 
 from config.celery import celery_config
 from config.settings import Settings
-from core.budget import Budgets
 from core.client import Enqueue
 from core.errors import ConfigurationError, PermanentError, ValidationError
-from core.llm import build_backend
 from core.models import validate_id
-from core.summarizer import SessionSummarizer
-from core.summary_resend import stale_sessions
-from core.tokens import token_counter
+from core.summaries.budget import Budgets
+from core.summaries.resend import stale_sessions
 from tasks.base import family_task
 from worker.runtime import runtime
 
 log = logging.getLogger(__name__)
-
-# Per process (keyed by pid, so a forked child never uses its parent's clients).
-_summarizers: dict[int, SessionSummarizer] = {}
-
-
-def summarizer() -> SessionSummarizer:
-    """This process's summarizer: the runtime's clients and the configured backend."""
-    pid = os.getpid()
-    found = _summarizers.get(pid)
-    if found is None:
-        current = runtime()
-        tokens = token_counter(current.settings.tokenizer, current.settings.model)
-        found = SessionSummarizer(
-            redis=current.redis,
-            engine=current.engine,
-            settings=current.settings,
-            backend=build_backend(current.settings, tokens),
-            tokens=tokens,
-        )
-        _summarizers.clear()
-        _summarizers[pid] = found
-    return found
 
 
 @family_task("llm.summarize")
@@ -64,7 +38,7 @@ def summarize(tenant: str, session_id: str) -> dict[str, Any]:
     try:
         validate_id("tenant", tenant)
         validate_id("session_id", session_id)
-        service = summarizer()
+        service = runtime().summarizer
     except (ValidationError, ConfigurationError) as exc:
         raise PermanentError(str(exc)) from None
     outcome = service.summarize(tenant, session_id)
@@ -80,6 +54,12 @@ def summarize(tenant: str, session_id: str) -> dict[str, Any]:
     return {"status": outcome.status, "covers_through_seq": outcome.covers_through_seq}
 
 
+def send_summarize(tenant: str, session_id: str) -> None:
+    """The one way workers ask for a summary (ids only). Apps use ``broker_enqueue``, which
+    needs no worker code in their process."""
+    summarize.apply_async(args=[tenant, session_id], queue="llm")
+
+
 @family_task("llm.resume_deferred")
 def resume_deferred() -> int:
     """Re-send the summaries a spent daily budget deferred, for tenants with room again (a new
@@ -92,7 +72,7 @@ def resume_deferred() -> int:
         if budgets.usage(tenant).exhausted:
             continue
         for session_id in sessions:
-            summarize.apply_async(args=[tenant, session_id], queue="llm")
+            send_summarize(tenant, session_id)
             budgets.undefer(tenant, session_id)
             sent += 1
     return sent
@@ -109,7 +89,7 @@ def resend_stale() -> int:
         current.redis, current.keys, budgets, after_s=current.settings.summary_resend_after_s
     )
     for tenant, session_id in stale:
-        summarize.apply_async(args=[tenant, session_id], queue="llm")
+        send_summarize(tenant, session_id)
     if stale:
         log.warning("re-sent %s summaries whose task was lost", len(stale))
     return len(stale)

@@ -5,10 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery import current_app
-
-from core.wal import DrainReport
+from core.log.report import DrainReport
 from tasks.base import family_task
+from tasks.llm import send_summarize
 from worker import progress
 from worker.runtime import runtime
 
@@ -28,7 +27,7 @@ def _after_pass(report: DrainReport) -> None:
     # carries ids only; it reads the messages itself.
     for tenant, session_id in sorted(report.summarize):
         try:
-            current_app.send_task("llm.summarize", args=[tenant, session_id], queue="llm")
+            send_summarize(tenant, session_id)
         except Exception as exc:  # the entries are durable and acked: the flush goes on
             # The session stays pending; llm.resend_stale asks again within minutes.
             log.warning("could not send llm.summarize for %s/%s: %s", tenant, session_id, exc)
@@ -40,7 +39,7 @@ def flush() -> dict[str, Any]:
 
     Apps that want their saves pushed sooner can ``send_task("persist.flush")``: the WAL entry
     is the save request, so the task carries no arguments and no message content. While the
-    durable store fails, entries stay in the WAL and the drainer backs off (``core.backoff``).
+    durable store fails, entries stay in the WAL and the drainer backs off (``core.log.backoff``).
     """
     current = runtime()
     report = current.drainer.run_for(current.settings.flush_budget_s, on_report=_after_pass)

@@ -29,8 +29,8 @@ if _SHARED_TIKTOKEN.is_dir():
 
 from config.settings import Settings, _with_db  # noqa: E402
 from core.client import MemoryClient, redis_from_url  # noqa: E402
-from core.db import make_engine, migrate  # noqa: E402
-from core.wal import Drainer  # noqa: E402
+from core.log.drainer import Drainer  # noqa: E402
+from core.store.db import make_engine, migrate  # noqa: E402
 from worker import processes  # noqa: E402
 
 REDIS_URL = os.environ.get("MEMSCRIBE_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")

@@ -13,15 +13,15 @@ from rich.console import Console
 from rich.table import Table
 
 from config.settings import Settings, get_settings
-from core import deadletters
-from core.backoff import Backoff
-from core.connections import redis_client
-from core.db import make_engine, migrate
 from core.errors import MemscribeError
-from core.keys import Keys
-from core.summarizer import summarization_status
-from core.wal import Drainer
-from core.wal_status import shard_status
+from core.log import deadletters
+from core.log.backoff import Backoff
+from core.log.drainer import Drainer
+from core.log.status import shard_status
+from core.store.connections import redis_client
+from core.store.db import make_engine, migrate
+from core.store.keys import Keys
+from core.summaries.status import summarization_status
 from worker import dlq, run
 
 console = Console()
@@ -53,7 +53,7 @@ def cmd_flush(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     client = redis_client(settings)
-    keys = Keys(settings.key_prefix, settings.shards)
+    keys = Keys.of(settings)
     shards = shard_status(client, keys)
     dead = deadletters.counts(client, keys)
     failing = Backoff(

@@ -21,9 +21,9 @@ from sqlalchemy import func, select
 
 from config.settings import Settings
 from core.client import MemoryClient
-from core.db import messages, migrate, summaries
-from core.summarizer import summarization_status
-from core.tokens import token_counter
+from core.store.db import messages, migrate, summaries
+from core.store.tokens import token_counter
+from core.summaries.status import summarization_status
 from worker import processes
 
 console = Console()

@@ -16,10 +16,10 @@ from rich.console import Console
 from rich.table import Table
 
 from config.settings import Settings
-from core import deadletters
-from core.connections import redis_client
-from core.keys import Keys
-from core.scripts import Scripts
+from core.log import deadletters
+from core.store.connections import redis_client
+from core.store.keys import Keys
+from core.store.scripts import Scripts
 
 console = Console()
 
@@ -30,7 +30,7 @@ def _when(ms: int) -> str:
 
 def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
     client = redis_client(settings)
-    letters = deadletters.list_dead_letters(client, Keys(settings.key_prefix, settings.shards))
+    letters = deadletters.list_dead_letters(client, Keys.of(settings))
     if args.json:
         print(json.dumps([asdict(letter) for letter in letters], indent=2))
         return 0
@@ -56,7 +56,7 @@ def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _replay_one(settings: Settings, client: redis.Redis, dead_id: str) -> bool:
-    keys = Keys(settings.key_prefix, settings.shards)
+    keys = Keys.of(settings)
     kind, _, _ = deadletters.parse_id(dead_id, keys)
     if kind == "wal":
         return deadletters.replay_wal(client, keys, Scripts.register(client), dead_id)
@@ -80,7 +80,7 @@ def _replay_one(settings: Settings, client: redis.Redis, dead_id: str) -> bool:
 
 def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     client = redis_client(settings)
-    keys = Keys(settings.key_prefix, settings.shards)
+    keys = Keys.of(settings)
     ids = (
         [letter.id for letter in deadletters.list_dead_letters(client, keys, limit=100_000)]
         if args.all
@@ -96,7 +96,7 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_drop(settings: Settings, args: argparse.Namespace) -> int:
     client = redis_client(settings)
-    if deadletters.drop(client, Keys(settings.key_prefix, settings.shards), args.id):
+    if deadletters.drop(client, Keys.of(settings), args.id):
         console.print(f"dropped {args.id}")
         return 0
     console.print(f"[yellow]no dead letter {args.id}[/yellow]")

@@ -22,8 +22,8 @@ from enum import Enum
 import redis
 
 from config.settings import Settings
-from core.keys import Keys
-from core.wal_status import shard_status
+from core.log.status import shard_status
+from core.store.keys import Keys
 
 log = logging.getLogger(__name__)
 
@@ -56,5 +56,5 @@ def recent(client: redis.Redis, settings: Settings, marker: Marker) -> bool:
 
 def backlog(client: redis.Redis, settings: Settings) -> int:
     """Entries waiting in the write-ahead log (one pipelined round trip over every shard)."""
-    keys = Keys(settings.key_prefix, settings.shards)
+    keys = Keys.of(settings)
     return sum(status.backlog for status in shard_status(client, keys))

@@ -13,10 +13,13 @@ import redis
 from sqlalchemy import Engine
 
 from config.settings import Settings, get_settings
-from core.connections import redis_client
-from core.db import make_engine
-from core.keys import Keys
-from core.wal import Drainer
+from core.log.drainer import Drainer
+from core.store.connections import redis_client
+from core.store.db import make_engine
+from core.store.keys import Keys
+from core.store.tokens import token_counter
+from core.summaries.llm import build_backend
+from core.summaries.summarizer import SessionSummarizer
 
 
 @dataclass
@@ -33,11 +36,23 @@ class Runtime:
 
     @cached_property
     def keys(self) -> Keys:
-        return Keys(self.settings.key_prefix, self.settings.shards)
+        return Keys.of(self.settings)
 
     @cached_property
     def drainer(self) -> Drainer:
         return Drainer(redis=self.redis, engine=self.engine, settings=self.settings)
+
+    @cached_property
+    def summarizer(self) -> SessionSummarizer:
+        """This process's summarizer: these clients and the configured backend."""
+        tokens = token_counter(self.settings.tokenizer, self.settings.model)
+        return SessionSummarizer(
+            redis=self.redis,
+            engine=self.engine,
+            settings=self.settings,
+            backend=build_backend(self.settings, tokens),
+            tokens=tokens,
+        )
 
 
 _current: Runtime | None = None

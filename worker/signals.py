@@ -7,7 +7,7 @@ from typing import Any
 from celery.signals import after_task_publish, worker_init, worker_process_init
 
 from config.settings import get_settings
-from core.tokens import token_counter
+from core.store.tokens import token_counter
 from worker import progress
 from worker.runtime import reset_runtime, runtime
 

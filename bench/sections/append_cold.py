@@ -17,7 +17,7 @@ from bench.context import BenchContext, log
 from bench.figures import Figure, Samples, percentile, summarize
 from bench.section import Section
 from bench.sections.append_latency import timed
-from core.wal import Drainer
+from core.log.drainer import Drainer
 
 MESSAGES_PER_SESSION = 4
 

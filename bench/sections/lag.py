@@ -28,7 +28,7 @@ from bench.section import Section
 from bench.workload import Workload
 from config.settings import Settings
 from core.client import MemoryClient
-from core.connections import redis_client
+from core.store.connections import redis_client
 
 P3_TARGET = Target("<", 1000)  # DESIGN.md P3: p99 under 1 s at 4,000 msg/s
 START_DELAY_S = 0.5  # appenders are warm; this only lets every one of them get the job

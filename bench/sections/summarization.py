@@ -30,9 +30,9 @@ from bench.pipeline import memscribe_pipeline
 from bench.section import Section
 from config.settings import Settings
 from core.client import MemoryClient
-from core.llm import OpenAISummarizer, SummaryText
 from core.models import Message
-from core.summarizer import SessionSummarizer
+from core.summaries.llm import OpenAISummarizer, SummaryText
+from core.summaries.summarizer import SessionSummarizer
 from tests.fakes.openai_server import FakeOpenAI
 from worker import processes
 

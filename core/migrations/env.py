@@ -1,14 +1,14 @@
-"""Alembic environment: runs migrations online against the URL set by ``core.db.migrate``."""
+"""Alembic environment: runs migrations online against the URL set by ``core.store.db.migrate``."""
 
 from __future__ import annotations
 
 from alembic import context
 
-from core.db import make_engine, metadata
+from core.store.db import make_engine, metadata
 
 config = context.config
 url = config.get_main_option("sqlalchemy.url")
-assert url, "core.db.migrate sets sqlalchemy.url"
+assert url, "core.store.db.migrate sets sqlalchemy.url"
 
 engine = make_engine(url)
 with engine.connect() as connection:

@@ -9,7 +9,7 @@ import redis
 
 from core.client import MemoryClient
 from core.errors import TransientError
-from core.wal_status import shard_status
+from core.log.status import shard_status
 
 Appended = dict[str, tuple[str, str, int, str]]
 

@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 
 from config.settings import Settings
 from core.client import MemoryClient
-from core.db import make_engine, messages
 from core.errors import ValidationError
+from core.log.drainer import Drainer
 from core.models import ROLES
-from core.wal import Drainer
+from core.store.db import make_engine, messages
 from tests.conftest import BROKER_URL, REDIS_URL
 
 SAFE_ID = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,20}", fullmatch=True)

@@ -7,8 +7,8 @@ from collections.abc import Callable
 import sqlalchemy as sa
 
 from config.settings import Settings
-from core import deadletters
 from core.client import MemoryClient
+from core.log import deadletters
 from tests.chaos.load import wait_until_durable
 from tests.conftest import assert_exactly_once, messages_in_store
 from tests.integration.test_cli import memscribe

@@ -18,8 +18,8 @@ from kombu import Connection  # type: ignore[attr-defined]
 
 from config.celery import QUEUES, celery_config, family_queues
 from config.settings import Settings
-from core import deadletters
 from core.client import MemoryClient
+from core.log import deadletters
 from tests.chaos.load import Appended, wait_until_durable
 from tests.conftest import assert_exactly_once
 from tests.integration.test_task_retries import _attempts

@@ -14,11 +14,11 @@ from hypothesis import strategies as st
 
 from config.settings import Settings
 from core.client import MemoryClient
-from core.connections import raw_command
-from core.db import make_engine
-from core.entries import Malformed, sort_entry
-from core.keys import CONSUMER_GROUP
-from core.wal import Drainer
+from core.log.drainer import Drainer
+from core.log.entries import Malformed, sort_entry
+from core.store.connections import raw_command
+from core.store.db import make_engine
+from core.store.keys import CONSUMER_GROUP
 from tests.conftest import BROKER_URL, REDIS_URL
 
 JUNK = st.binary(max_size=40)

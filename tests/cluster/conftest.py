@@ -15,7 +15,7 @@ from redis.cluster import RedisCluster
 
 from config.settings import Settings
 from core.client import MemoryClient
-from core.connections import redis_client, redis_from_url
+from core.store.connections import redis_client, redis_from_url
 from tests.conftest import BROKER_URL
 from tests.helpers.private_cluster import PrivateCluster
 

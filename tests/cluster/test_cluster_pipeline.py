@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from config.settings import Settings
-from core import summary_store
 from core.client import MemoryClient
-from core.wal_status import shard_status
+from core.log.status import shard_status
+from core.summaries import store as summary_store
 from tests.cluster.conftest import assert_no_cross_slot, keys_per_primary, nodes_holding, primaries
 from tests.conftest import assert_exactly_once, messages_in_store
 from tests.fakes.openai_server import FakeOpenAI

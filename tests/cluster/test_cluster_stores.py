@@ -12,12 +12,13 @@ import sqlalchemy as sa
 from redis.crc import key_slot
 
 from config.settings import Settings
-from core import deadletters
-from core.budget import Budgets
 from core.client import MemoryClient
-from core.connections import redis_client
-from core.summarizer import SessionSummarizer, summarization_status
-from core.wal import Drainer
+from core.log import deadletters
+from core.log.drainer import Drainer
+from core.store.connections import redis_client
+from core.summaries.budget import Budgets
+from core.summaries.status import summarization_status
+from core.summaries.summarizer import SessionSummarizer
 from tests.cluster.conftest import (
     assert_no_cross_slot,
     keys_per_primary,

@@ -8,8 +8,8 @@ import time
 
 from config.settings import Settings
 from core.client import redis_from_url
-from core.db import make_engine
-from core.wal import Drainer
+from core.log.drainer import Drainer
+from core.store.db import make_engine
 
 
 def main() -> None:

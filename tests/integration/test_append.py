@@ -14,7 +14,7 @@ from redis.crc import key_slot
 from config.settings import Settings
 from core.client import MemoryClient, redis_from_url
 from core.errors import ValidationError
-from core.scripts import lua_source
+from core.store.scripts import lua_source
 from tests.helpers.private_redis import PrivateRedis
 
 

@@ -11,7 +11,7 @@ import redis
 from config.settings import Settings
 from core.client import MemoryClient
 from core.errors import BackpressureError, ValidationError
-from core.wal import Drainer
+from core.log.drainer import Drainer
 from tests.conftest import assert_exactly_once
 from tests.helpers.redis_state import redis_snapshot
 

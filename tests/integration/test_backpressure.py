@@ -12,7 +12,7 @@ import redis
 from config.settings import Settings
 from core.client import MemoryClient, redis_from_url
 from core.errors import BackpressureError, TransientError
-from core.wal import Drainer
+from core.log.drainer import Drainer
 from tests.helpers.private_redis import PrivateRedis
 from tests.helpers.redis_state import redis_snapshot
 

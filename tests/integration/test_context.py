@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from core.client import MemoryClient
-from core.wal import Drainer
+from core.log.drainer import Drainer
 from tests.conftest import both_backends
 
 

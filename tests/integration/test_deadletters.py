@@ -9,11 +9,11 @@ import pytest
 import sqlalchemy as sa
 
 from config.settings import Settings
-from core import deadletters
 from core.client import MemoryClient
-from core.db import make_engine
-from core.keys import CONSUMER_GROUP
-from core.wal import Drainer
+from core.log import deadletters
+from core.log.drainer import Drainer
+from core.store.db import make_engine
+from core.store.keys import CONSUMER_GROUP
 from tests.conftest import assert_exactly_once, messages_in_store
 from tests.integration.test_cli import memscribe
 

@@ -7,9 +7,9 @@ import time
 import sqlalchemy as sa
 
 from core.client import MemoryClient
-from core.codec import encode_message
-from core.db import make_engine
-from core.wal import Drainer
+from core.log.drainer import Drainer
+from core.store.codec import encode_message
+from core.store.db import make_engine
 from tests.conftest import assert_exactly_once, both_backends, messages_in_store
 
 # Strings that break naive COPY/CSV encoders or JSON round trips.
@@ -95,7 +95,7 @@ def test_metadata_round_trips(client: MemoryClient, drainer: Drainer, database_u
     drainer.flush(timeout_s=30)
     engine = make_engine(database_url)
     with engine.connect() as connection:
-        from core.db import messages
+        from core.store.db import messages
 
         stored = connection.execute(sa.select(messages.c.metadata)).scalar_one()
     engine.dispose()

@@ -9,7 +9,7 @@ import pytest
 
 from config.settings import Settings
 from core.client import MemoryClient
-from core.wal_status import shard_status
+from core.log.status import shard_status
 from tests.conftest import (
     assert_commit_order,
     assert_exactly_once,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from config.settings import Settings
 from core.client import MemoryClient, redis_from_url
-from core.wal import Drainer
+from core.log.drainer import Drainer
 from tests.conftest import assert_commit_order, assert_exactly_once, both_backends
 from tests.helpers.private_redis import PrivateRedis
 

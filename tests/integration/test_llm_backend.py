@@ -8,9 +8,9 @@ import pytest
 
 from config.settings import Settings
 from core.errors import ConfigurationError, PermanentError
-from core.llm import LLMUnavailable, OpenAISummarizer, build_backend, retry_after_s
 from core.models import Message
-from core.tokens import token_counter
+from core.store.tokens import token_counter
+from core.summaries.llm import LLMUnavailable, OpenAISummarizer, build_backend, retry_after_s
 from tests.fakes.openai_server import Answer, FakeOpenAI, rate_limited, server_error, slow
 from tests.unit.test_extractive import _messages
 

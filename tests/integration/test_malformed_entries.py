@@ -12,11 +12,11 @@ import redis
 
 from config.settings import Settings
 from core.client import MemoryClient
-from core.connections import raw_command
-from core.entries import DECODERS, MESSAGE, decode_message
-from core.keys import CONSUMER_GROUP
-from core.lease import Lease
-from core.wal import Drainer
+from core.log.drainer import Drainer
+from core.log.entries import DECODERS, MESSAGE, decode_message
+from core.log.lease import Lease
+from core.store.connections import raw_command
+from core.store.keys import CONSUMER_GROUP
 from tests.conftest import assert_exactly_once
 from tests.integration.test_cli import memscribe
 

@@ -1,11 +1,11 @@
-"""Alembic migrations produce exactly the schema core/db.py describes."""
+"""Alembic migrations produce exactly the schema core/store/db.py describes."""
 
 from __future__ import annotations
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from core.db import make_engine, metadata
+from core.store.db import make_engine, metadata
 from tests.conftest import both_backends
 
 

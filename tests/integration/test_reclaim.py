@@ -10,8 +10,8 @@ import pytest
 
 from config.settings import Settings
 from core.client import MemoryClient
-from core.keys import CONSUMER_GROUP
-from core.wal import Drainer
+from core.log.drainer import Drainer
+from core.store.keys import CONSUMER_GROUP
 from tests.conftest import (
     ROOT,
     assert_commit_order,

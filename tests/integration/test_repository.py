@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
-from core.db import make_engine, sessions
-from core.repository import MessageRow, persist_messages
+from core.log.repository import MessageRow, persist_messages
+from core.store.db import make_engine, sessions
 from tests.conftest import both_backends
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -6,8 +6,8 @@ import socket
 
 from config.settings import Settings
 from core.client import MemoryClient
-from core.db import make_engine
-from core.wal import Drainer
+from core.log.drainer import Drainer
+from core.store.db import make_engine
 from tests.conftest import assert_exactly_once
 
 

@@ -11,13 +11,14 @@ import pytest
 import redis
 
 from config.settings import Settings
-from core import summary_store
 from core.client import MemoryClient
 from core.errors import PermanentError, TransientError, ValidationError
-from core.llm import ExtractiveBackend, LLMUnavailable, OpenAISummarizer, SummaryText
+from core.log.drainer import Drainer
 from core.models import Message
-from core.summarizer import SessionSummarizer, SummaryFenced, summarization_status
-from core.wal import Drainer
+from core.summaries import store as summary_store
+from core.summaries.llm import ExtractiveBackend, LLMUnavailable, OpenAISummarizer, SummaryText
+from core.summaries.status import summarization_status
+from core.summaries.summarizer import SessionSummarizer, SummaryFenced
 from tests.conftest import both_backends
 from tests.fakes.openai_server import FakeOpenAI, server_error
 
@@ -387,7 +388,7 @@ def test_without_an_api_key_the_local_extractive_summarizer_is_used(
     client: MemoryClient, settings: Settings
 ) -> None:
     """The embedded default is named as such in status and in the stored summary."""
-    from core.llm import build_backend
+    from core.summaries.llm import build_backend
 
     backend = build_backend(settings, client.tokens)
     assert backend.name == "local-extractive"

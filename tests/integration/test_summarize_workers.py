@@ -16,14 +16,15 @@ from typing import Any
 
 import pytest
 import redis
-from celery import Celery, current_app
+from celery import Celery
 
 from config.celery import celery_config
 from config.settings import Settings
-from core import deadletters, summary_store
 from core.client import MemoryClient
-from core.wal import Drainer
-from core.wal_status import shard_status
+from core.log import deadletters
+from core.log.drainer import Drainer
+from core.log.status import shard_status
+from core.summaries import store as summary_store
 from tasks import persist
 from tests.fakes.openai_server import FakeOpenAI, rate_limited, server_error, slow
 from worker import processes
@@ -355,7 +356,7 @@ def test_a_summarize_whose_publish_failed_is_sent_again(
     def broker_down(*_args: Any, **_kwargs: Any) -> None:
         raise ConnectionRefusedError("broker down")
 
-    monkeypatch.setattr(current_app, "send_task", broker_down)
+    monkeypatch.setattr(persist, "send_summarize", broker_down)
     persist._after_pass(report)  # logs and goes on: the entries are durable already
     assert client.memory_stats("s").summary_pending
     spawn(processes.beat_command(loglevel="WARNING"), settings=settings, name="beat")

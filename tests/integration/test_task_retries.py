@@ -11,8 +11,8 @@ from celery import Celery
 
 from config.celery import celery_config
 from config.settings import Settings
-from core import deadletters
 from core.client import MemoryClient
+from core.log import deadletters
 from tests.integration.test_cli import memscribe
 from worker import processes
 

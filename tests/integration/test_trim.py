@@ -11,10 +11,10 @@ from hypothesis import strategies as st
 
 from config.settings import Settings
 from core.client import MemoryClient
-from core.connections import raw_command
-from core.db import migrate
-from core.keys import CONSUMER_GROUP
-from core.wal import Drainer
+from core.log.drainer import Drainer
+from core.store.connections import raw_command
+from core.store.db import migrate
+from core.store.keys import CONSUMER_GROUP
 from tests.conftest import REDIS_URL
 
 

@@ -8,7 +8,7 @@ from redis.cluster import RedisCluster
 
 from bench.config import Stores
 from config.settings import Settings
-from core.connections import redis_client
+from core.store.connections import redis_client
 
 NODE = "redis://10.0.0.5:7000/0"
 

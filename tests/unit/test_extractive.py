@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from core.extractive import LocalExtractiveSummarizer, score_sentence
 from core.models import Message
-from core.tokens import token_counter
+from core.store.tokens import token_counter
+from core.summaries.extractive import LocalExtractiveSummarizer, score_sentence
 
 FILLER = [
     "Hi there!",

@@ -7,8 +7,8 @@ import subprocess
 import sys
 import zlib
 
-from core.keys import Keys, shard_of
 from core.models import ID_PATTERN, new_message_id
+from core.store.keys import Keys, shard_of
 from tests.conftest import ROOT
 
 

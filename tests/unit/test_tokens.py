@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from core.errors import ConfigurationError
-from core.tokens import EstimateCounter, token_counter
+from core.store.tokens import EstimateCounter, token_counter
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -113,7 +113,7 @@ def test_missing_encoding_fails_at_start_up_naming_both_ways_out(tmp_path: objec
     estimate option, never a silent estimate."""
     code = (
         "from core.errors import ConfigurationError\n"
-        "from core.tokens import token_counter\n"
+        "from core.store.tokens import token_counter\n"
         "try:\n"
         "    token_counter('tiktoken', 'gpt-4o-mini')\n"
         "except ConfigurationError as exc:\n"

@@ -16,11 +16,11 @@ from typing import Any
 
 import redis
 
-from core.connections import raw_command
-from core.entries import RawFields, printable
 from core.errors import ValidationError
-from core.keys import Keys
-from core.scripts import Scripts
+from core.log.entries import RawFields, printable
+from core.store.connections import raw_command
+from core.store.keys import Keys
+from core.store.scripts import Scripts
 
 ENTRY_ID = r"\d+-\d+"
 MALFORMED = "malformed WAL entry"

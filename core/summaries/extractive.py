@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from core.models import Message
-from core.tokens import TokenCounter
+from core.store.tokens import TokenCounter
 
 NAME = "local-extractive"
 MAX_SENTENCE_WORDS = 60

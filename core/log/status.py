@@ -13,8 +13,8 @@ from typing import Any
 
 import redis
 
-from core.connections import is_cluster, raw_command
-from core.keys import CONSUMER_GROUP, Keys
+from core.store.connections import is_cluster, raw_command
+from core.store.keys import CONSUMER_GROUP, Keys
 
 
 @dataclass(frozen=True)

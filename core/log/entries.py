@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.errors import PermanentError
+from core.log.repository import MessageRow
 from core.models import micros_to_datetime
-from core.repository import MessageRow
 
 MESSAGE = ("m", "1")
 KIND_SHAPE = re.compile(r"[a-z]{1,8}")

@@ -6,7 +6,7 @@ import secrets
 
 import redis
 
-from core.scripts import Scripts
+from core.store.scripts import Scripts
 
 
 class Lease:

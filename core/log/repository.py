@@ -11,19 +11,16 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import psycopg2
-import sqlalchemy.exc
 from sqlalchemy import Connection, Engine, func
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from core.db import messages, sessions
-from core.errors import PermanentError, TransientError
+from core.store.db import messages, sessions
+from core.store.db_errors import translate_errors
 
 MESSAGE_COLUMNS = (
     "message_id",
@@ -88,40 +85,6 @@ class MessageRow:
 
     def as_params(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in MESSAGE_COLUMNS}
-
-
-def describe(error: BaseException | None) -> str:
-    """A driver error without its DETAIL: PostgreSQL's detail quotes the failing row, i.e.
-    message content, which must never reach logs or dead-letter records."""
-    if error is None:
-        return "unknown database error"
-    diag = getattr(error, "diag", None)
-    primary = getattr(diag, "message_primary", None)
-    if primary:
-        code = getattr(error, "pgcode", None)
-        return f"{code} {primary}" if code else str(primary)
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else error.__class__.__name__
-
-
-@contextmanager
-def translate_errors() -> Iterator[None]:
-    """Turn driver errors into memscribe's transient/permanent classes."""
-    try:
-        yield
-    except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.DataError) as exc:
-        raise PermanentError(describe(exc.orig)) from None
-    except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as exc:
-        raise TransientError(describe(exc.orig)) from None
-    except sqlalchemy.exc.DBAPIError as exc:
-        if exc.connection_invalidated:
-            raise TransientError(describe(exc.orig)) from None
-        raise PermanentError(describe(exc.orig)) from None
-    except (psycopg2.IntegrityError, psycopg2.DataError) as exc:
-        # Errors of the raw psycopg2 cursor (COPY) are not wrapped by SQLAlchemy.
-        raise PermanentError(describe(exc)) from None
-    except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
-        raise TransientError(describe(exc)) from None
 
 
 def _text(value: str) -> str:

@@ -6,7 +6,7 @@ all of them at once. The Celery broker is not built here: kombu has no Redis Clu
 so the broker is always a plain server (``MEMSCRIBE_BROKER_URL``).
 
 Why every command is cluster-safe: a session's keys and its shard's streams share the hash tag
-``{<shard>}`` (``core/keys.py``), so each Lua script and each ``MULTI`` touches one slot; keys
+``{<shard>}`` (``core/store/keys.py``), so each Lua script and each ``MULTI`` touches one slot; keys
 outside a tag (usage counters, budgets, task dead letters) are only ever used one key per
 command or in non-transactional pipelines, which ``RedisCluster`` splits per node.
 """

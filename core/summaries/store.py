@@ -17,9 +17,9 @@ from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from core.db import llm_usage, messages, sessions, summaries
 from core.models import Message
-from core.repository import translate_errors
+from core.store.db import llm_usage, messages, sessions, summaries
+from core.store.db_errors import translate_errors
 
 
 @dataclass(frozen=True, slots=True)

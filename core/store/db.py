@@ -137,7 +137,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
 def alembic_config(url: str) -> Config:
     config = Config()
-    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    config.set_main_option("script_location", str(Path(__file__).parent.parent / "migrations"))
     # Alembic's ini parser treats '%' specially; URLs may carry percent-escapes.
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return config

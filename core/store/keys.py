@@ -9,6 +9,8 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
+from config.settings import Settings
+
 CONSUMER_GROUP = "persist"
 
 
@@ -71,6 +73,11 @@ class Keys:
 
     prefix: str
     shards: int
+
+    @classmethod
+    def of(cls, settings: Settings) -> Keys:
+        """The key builder of a deployment (``MEMSCRIBE_KEY_PREFIX``, ``MEMSCRIBE_SHARDS``)."""
+        return cls(settings.key_prefix, settings.shards)
 
     def tag(self, shard: int) -> str:
         return f"{self.prefix}:{{{shard}}}"

@@ -14,8 +14,8 @@ import time
 
 import redis
 
-from core.budget import Budgets
-from core.keys import Keys
+from core.store.keys import Keys
+from core.summaries.budget import Budgets
 
 
 def stale_sessions(

@@ -7,7 +7,7 @@ XAUTOCLAIM what dead consumers left pending -> XREADGROUP new entries -> bulk up
 Exactly once: an entry is acked only after its transaction committed, so a crash replays it,
 and the replay inserts nothing twice because rows are unique on ``message_id``.
 
-Entries are read as raw bytes and sorted one by one (``core/entries.py``): a malformed entry is
+Entries are read as raw bytes and sorted one by one (``core/log/entries.py``): a malformed entry is
 dead-lettered raw and acked, an entry of a kind this worker does not know stops its shard for
 a newer worker, and neither ever stops another entry or another shard.
 """
@@ -21,70 +21,31 @@ import random
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 from sqlalchemy import Engine, text
 
 from config.settings import Settings
-from core import deadletters
-from core.backoff import Backoff
-from core.backpressure import Drained, MemoryGuard, settle
-from core.connections import raw_command
-from core.entries import DECODERS, Decoder, Known, Malformed, RawFields, Unknown, sort_entry
-from core.errors import PermanentError, TransientError
-from core.keys import CONSUMER_GROUP, Keys
-from core.lease import Lease
-from core.repository import persist_messages, translate_errors
-from core.scripts import Scripts
-from core.wal_status import ShardStatus, busy_shards, shard_status, wait_for_entries
+from core.errors import TransientError
+from core.log import deadletters
+from core.log.backoff import Backoff
+from core.log.backpressure import MemoryGuard, settle
+from core.log.batch import persist_batch
+from core.log.entries import DECODERS, Decoder
+from core.log.lease import Lease
+from core.log.report import DrainReport, Entry
+from core.log.status import ShardStatus, busy_shards, shard_status, wait_for_entries
+from core.store.connections import raw_command
+from core.store.db_errors import translate_errors
+from core.store.keys import CONSUMER_GROUP, Keys
+from core.store.redis_errors import translate
+from core.store.scripts import Scripts
 
 log = logging.getLogger(__name__)
 
-# (entry id, fields as raw bytes): what XREADGROUP and XAUTOCLAIM return, undecoded.
-Entry = tuple[str, RawFields]
-# WAL entry field set by the append script when the session crossed its summary trigger.
-SUMMARIZE_FLAG = "sum"
 # The longest idle wait between looks at every shard (a leased or waiting shard, the backoff).
 IDLE_WAIT_S = 1.0
-
-
-@dataclass
-class DrainReport:
-    """What one drain did. ``skipped`` counts rows the store already had (replays)."""
-
-    persisted: int = 0
-    skipped: int = 0
-    dead_lettered: int = 0
-    reclaimed: int = 0
-    batches: int = 0
-    shards: list[int] = field(default_factory=list)
-    # Sessions whose flagged entries were just committed: the caller enqueues a summary.
-    summarize: set[tuple[str, str]] = field(default_factory=set)
-    # The decodable entries of the last batch (persisted or dead-lettered): they leave the WAL,
-    # so their sessions' high water and their tenants' bytes are settled after the ack.
-    drained: list[Drained] = field(default_factory=list)
-    # Set when the durable store is failing and the drainer is backing off.
-    error: str | None = None
-    # Shards left for a newer worker: an entry of a kind or version this one does not know.
-    waiting: dict[int, str] = field(default_factory=dict)
-    # Within one batch: the entries from the first unknown one on, and its kind/version.
-    unprocessed: list[Entry] = field(default_factory=list)
-    waiting_kind: str = ""
-    retry_in_s: float = 0.0
-
-    def add(self, other: DrainReport) -> None:
-        self.persisted += other.persisted
-        self.skipped += other.skipped
-        self.dead_lettered += other.dead_lettered
-        self.reclaimed += other.reclaimed
-        self.batches += other.batches
-        self.shards += other.shards
-        self.summarize |= other.summarize
-        self.error = other.error or self.error
-        self.retry_in_s = max(self.retry_in_s, other.retry_in_s)
-        self.waiting |= other.waiting
 
 
 def _text(value: bytes | str) -> str:
@@ -112,7 +73,7 @@ class Drainer:
         self.decoders = DECODERS if decoders is None else decoders
         self.engine = engine
         self.settings = settings
-        self.keys = Keys(settings.key_prefix, settings.shards)
+        self.keys = Keys.of(settings)
         self.scripts = Scripts.register(redis)
         self.consumer = consumer or default_consumer_name()
         self.backoff = Backoff(
@@ -202,59 +163,14 @@ class Drainer:
         return [(_text(entry_id), fields) for entry_id, fields in reply[0][1]]
 
     def persist(self, entries: list[Entry]) -> tuple[DrainReport, list[tuple[Entry, str]]]:
-        """Write ``entries``; returns the report and the offenders with their errors.
-
-        Stops at the first entry of a kind this worker does not know: it and every entry after
-        it stay pending (``report.waiting``), so a newer worker persists them in order. A batch
-        the store rejects for its content is bisected, so one poison entry costs a few extra
-        transactions and never blocks the good entries around it.
-        """
-        report = DrainReport(batches=1)
-        offenders: list[tuple[Entry, str]] = []
-        decoded: list[tuple[Entry, Known]] = []
-        limit = self.settings.max_deliveries
-        for index, entry in enumerate(entries):
-            found = sort_entry(entry[1], self.decoders)
-            if isinstance(found, Unknown):
-                report.unprocessed = entries[index:]
-                report.waiting_kind = "/".join(found.kind)
-                break
-            deliveries = self._deliveries.get(entry[0], 1)
-            if deliveries > limit:
-                offenders.append((entry, f"delivered {deliveries} times (limit {limit})"))
-            elif isinstance(found, Malformed):
-                offenders.append((entry, found.error))
-            else:
-                decoded.append((entry, found))
-                size = len(entry[1].get(b"d", b""))
-                row = found.row
-                report.drained.append(Drained(row.tenant, row.session_id, row.seq, size))
-        offenders += self._persist_isolating(decoded, report)
-        report.dead_lettered = len(offenders)
-        return report, offenders
-
-    def _persist_isolating(
-        self, items: list[tuple[Entry, Known]], report: DrainReport
-    ) -> list[tuple[Entry, str]]:
-        if not items:
-            return []
-        try:
-            inserted = persist_messages(self.engine, [known.row for _, known in items])
-        except PermanentError as exc:
-            if len(items) == 1:
-                log.warning("dead-lettering WAL entry %s: %s", items[0][0][0], exc)
-                return [(items[0][0], str(exc))]
-            middle = len(items) // 2
-            # Left half first: good entries still land in seq order.
-            return self._persist_isolating(items[:middle], report) + self._persist_isolating(
-                items[middle:], report
-            )
-        report.persisted += inserted
-        report.skipped += len(items) - inserted
-        for _, known in items:
-            if known.fields.get(SUMMARIZE_FLAG) == "1":
-                report.summarize.add((known.row.tenant, known.row.session_id))
-        return []
+        """Write ``entries``; returns the report and the offenders (see ``persist_batch``)."""
+        return persist_batch(
+            self.engine,
+            entries,
+            decoders=self.decoders,
+            deliveries=self._deliveries,
+            max_deliveries=self.settings.max_deliveries,
+        )
 
     def acknowledge(
         self, shard: int, entries: list[Entry], offenders: list[tuple[Entry, str]]
@@ -364,15 +280,15 @@ class Drainer:
                 if not lease.renew():
                     log.warning("lost the lease of shard %s mid-drain; stopping", shard)
                     break
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise TransientError(f"Redis unavailable: {exc}") from exc
         except redis.ResponseError as exc:
             if "NOGROUP" not in str(exc):
-                raise
+                raise translate(exc) from None
             # Redis lost the stream (flushed, or restarted without AOF): make the group again
             # on the next pass instead of failing every flush until the process is recycled.
             self._groups_ready.discard(self.keys.wal(shard))
             log.warning("consumer group of shard %s is gone; it will be re-created", shard)
+        except redis.RedisError as exc:
+            raise translate(exc) from None
         finally:
             with contextlib.suppress(redis.RedisError):  # it expires on its own
                 lease.release()
@@ -395,9 +311,9 @@ class Drainer:
             self.memory.check()
             wait_s = self.backoff.wait_s()
             busy, self._quiet = ([], {}) if wait_s else busy_shards(self.redis, self.keys)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except redis.RedisError as exc:
             # Redis is the WAL: while it is away there is nothing to drain. Appends fail too.
-            report.error = f"Redis unavailable: {exc}"
+            report.error = str(translate(exc))
             report.retry_in_s = 1.0
             return report
         if wait_s:

@@ -16,8 +16,8 @@ from typing import Any
 
 import redis
 
-from core.keys import Keys
-from core.scripts import Scripts
+from core.store.keys import Keys
+from core.store.scripts import Scripts
 
 log = logging.getLogger(__name__)
 

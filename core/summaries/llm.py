@@ -21,9 +21,9 @@ import openai
 
 from config.settings import Settings
 from core.errors import ConfigurationError, PermanentError, TransientError
-from core.extractive import LocalExtractiveSummarizer
 from core.models import Message
-from core.tokens import TokenCounter
+from core.store.tokens import TokenCounter
+from core.summaries.extractive import LocalExtractiveSummarizer
 
 log = logging.getLogger(__name__)
 

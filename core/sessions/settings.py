@@ -17,11 +17,11 @@ from sqlalchemy import Connection, Engine, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from core.db import sessions
-from core.keys import SessionKeys
 from core.models import SessionMemorySettings, validate_memory_settings
-from core.redis_errors import redis_errors
-from core.repository import translate_errors
+from core.store.db import sessions
+from core.store.db_errors import translate_errors
+from core.store.keys import SessionKeys
+from core.store.redis_errors import redis_errors
 
 
 def _of(tenant: str, session_id: str) -> Any:

@@ -38,16 +38,17 @@ import redis
 from sqlalchemy import Engine
 
 from config.settings import Settings
-from core import summary_store
-from core.budget import Budgets, next_utc_midnight_ms
-from core.codec import decode_buffer_item, split_buffer_item
 from core.errors import TransientError
-from core.keys import Keys, SessionKeys
-from core.llm import SummaryBackend, describe_backend
 from core.models import Message, memory_defaults, micros_to_datetime
-from core.scripts import Scripts
-from core.summary_store import SummaryRecord
-from core.tokens import TOKENS_PER_MESSAGE, TokenCounter, token_counter
+from core.store.codec import decode_buffer_item, split_buffer_item
+from core.store.keys import Keys, SessionKeys
+from core.store.redis_errors import translate
+from core.store.scripts import Scripts
+from core.store.tokens import TOKENS_PER_MESSAGE, TokenCounter, token_counter
+from core.summaries import store as summary_store
+from core.summaries.budget import Budgets, next_utc_midnight_ms
+from core.summaries.llm import SummaryBackend
+from core.summaries.store import SummaryRecord
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ class SessionSummarizer:
         self.settings = settings
         self.backend = backend
         self.tokens = tokens or token_counter(settings.tokenizer, settings.model)
-        self.keys = Keys(settings.key_prefix, settings.shards)
+        self.keys = Keys.of(settings)
         self.scripts = Scripts.register(redis)
         self.budgets = Budgets(redis, self.keys, settings)
         self.defaults = memory_defaults(settings)
@@ -142,8 +143,8 @@ class SessionSummarizer:
                 ],
                 args=[int(self.settings.summary_lease_s * 1000), keys.member],
             )
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise TransientError(f"Redis unavailable: {exc}") from exc
+        except redis.RedisError as exc:
+            raise translate(exc) from None
         token = int(reply[0])
         if token == 0:
             return SummarizeOutcome(status=str(reply[1]))
@@ -391,51 +392,3 @@ class SessionSummarizer:
             keys=[keys.meta, keys.summary_lease, keys.summary_pending],
             args=[begun.token, mode, until_ms, keys.member],
         )
-
-
-def summarization_status(client: redis.Redis, keys: Keys, settings: Settings) -> dict[str, Any]:
-    """What ``memscribe status`` shows about summaries: the backend (named plainly, including
-    the local extractive default), the tokenizer, pending summaries per shard, and tenants
-    whose summaries are deferred because their daily token budget is spent."""
-    now_ms = time.time() * 1000
-    stale_ms = settings.summary_pending_timeout_s * 1000
-    with client.pipeline(transaction=False) as pipe:
-        for shard in range(keys.shards):
-            pipe.zcard(keys.summary_pending(shard))
-            pipe.zrange(keys.summary_pending(shard), 0, 0, withscores=True)
-            pipe.zcount(keys.summary_pending(shard), "-inf", now_ms - stale_ms)
-        replies = pipe.execute()
-    pending = sum(int(n) for n in replies[0::3])
-    stale = sum(int(n) for n in replies[2::3])
-    oldest = [float(first[0][1]) for first in replies[1::3] if first]
-    try:
-        counter = token_counter(settings.tokenizer, settings.model)
-        tokenizer = counter.name + ("" if counter.exact else " (estimated counts)")
-    except Exception as exc:  # a status must say what is wrong, not crash on it
-        tokenizer = f"unavailable: {exc}"
-    budgets = Budgets(client, keys, settings)
-    deferred = []
-    for tenant, sessions in budgets.deferred().items():
-        usage = budgets.usage(tenant)
-        deferred.append(
-            {
-                "tenant": tenant,
-                "sessions": len(sessions),
-                "spent_today": usage.spent,
-                "daily_budget": usage.budget,
-                "exhausted": usage.exhausted,
-            }
-        )
-    return {
-        "backend": describe_backend(settings),
-        "tokenizer": tokenizer,
-        "trigger_tokens": settings.summary_trigger_tokens,
-        "keep_recent_tokens": settings.keep_recent_tokens,
-        "tenant_daily_token_budget": settings.tenant_daily_token_budget or None,
-        "pending": {
-            "sessions": pending,
-            "oldest_age_s": round((now_ms - min(oldest)) / 1000, 1) if oldest else None,
-            "older_than_timeout": stale,
-        },
-        "deferred_by_budget": deferred,
-    }

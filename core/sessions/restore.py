@@ -11,9 +11,13 @@ from __future__ import annotations
 
 from sqlalchemy import Engine
 
-from core import summary_store
-from core.codec import buffer_item, encode_message
-from core.summary_store import DurableContext
+from core.store.codec import buffer_item, encode_message
+from core.summaries import store as summary_store
+from core.summaries.store import DurableContext
+
+# DurableContext is the session as the durable store knows it: the log's cold path takes it
+# from here, so the log never reaches past sessions into summaries.
+__all__ = ["DurableContext", "load", "restore_args"]
 
 
 def load(

@@ -3,7 +3,7 @@
 
 A warm session costs that one call. A session Redis does not hold (forgotten, or brand-new)
 costs one more: the first call returns "cold" without writing, the session is read from the
-durable store, and the same script runs again with it (``core/session_restore.py``).
+durable store, and the same script runs again with it (``core/sessions/restore.py``).
 """
 
 from __future__ import annotations
@@ -17,10 +17,7 @@ import redis
 from sqlalchemy import Engine
 
 from config.settings import Settings
-from core import session_restore
-from core.codec import encode_message
 from core.errors import ValidationError
-from core.keys import SessionKeys
 from core.models import (
     AppendResult,
     new_message_id,
@@ -29,10 +26,13 @@ from core.models import (
     validate_metadata,
     validate_role,
 )
-from core.redis_errors import redis_errors
-from core.scripts import Scripts
-from core.summary_store import DurableContext
-from core.tokens import TokenCounter
+from core.sessions import restore as session_restore
+from core.sessions.restore import DurableContext
+from core.store.codec import encode_message
+from core.store.keys import SessionKeys
+from core.store.redis_errors import redis_errors
+from core.store.scripts import Scripts
+from core.store.tokens import TokenCounter
 
 # One call's arguments stay well below Redis's limits, and one call never holds Redis long.
 APPEND_MANY_MAX = 1000

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 import redis
 
 from config.settings import Settings
-from core.keys import Keys
+from core.store.keys import Keys
 
 USAGE_TTL_S = 8 * 24 * 3600  # a week of history for status, then Redis forgets
 

@@ -1,0 +1,83 @@
+"""One batch of WAL entries into the durable store: sorted entry by entry, then written with
+bisection, so one poison entry costs a few extra transactions and blocks nothing."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from sqlalchemy import Engine
+
+from core.errors import PermanentError
+from core.log.backpressure import Drained
+from core.log.entries import Decoder, Known, Malformed, Unknown, sort_entry
+from core.log.report import DrainReport, Entry
+from core.log.repository import persist_messages
+
+log = logging.getLogger(__name__)
+# WAL entry field set by the append script when the session crossed its summary trigger.
+SUMMARIZE_FLAG = "sum"
+
+
+def persist_batch(
+    engine: Engine,
+    entries: list[Entry],
+    *,
+    decoders: Mapping[tuple[str, str], Decoder],
+    deliveries: Mapping[str, int],
+    max_deliveries: int,
+) -> tuple[DrainReport, list[tuple[Entry, str]]]:
+    """Write ``entries``; returns the report and the offenders with their errors.
+
+    Stops at the first entry of a kind this worker does not know: it and every entry after
+    it stay pending (``report.waiting``), so a newer worker persists them in order. A batch
+    the store rejects for its content is bisected, so one poison entry costs a few extra
+    transactions and never blocks the good entries around it.
+    """
+    report = DrainReport(batches=1)
+    offenders: list[tuple[Entry, str]] = []
+    decoded: list[tuple[Entry, Known]] = []
+    limit = max_deliveries
+    for index, entry in enumerate(entries):
+        found = sort_entry(entry[1], decoders)
+        if isinstance(found, Unknown):
+            report.unprocessed = entries[index:]
+            report.waiting_kind = "/".join(found.kind)
+            break
+        delivered = deliveries.get(entry[0], 1)
+        if delivered > limit:
+            offenders.append((entry, f"delivered {delivered} times (limit {limit})"))
+        elif isinstance(found, Malformed):
+            offenders.append((entry, found.error))
+        else:
+            decoded.append((entry, found))
+            size = len(entry[1].get(b"d", b""))
+            row = found.row
+            report.drained.append(Drained(row.tenant, row.session_id, row.seq, size))
+    offenders += _persist_isolating(engine, decoded, report)
+    report.dead_lettered = len(offenders)
+    return report, offenders
+
+
+def _persist_isolating(
+    engine: Engine, items: list[tuple[Entry, Known]], report: DrainReport
+) -> list[tuple[Entry, str]]:
+    if not items:
+        return []
+    try:
+        inserted = persist_messages(engine, [known.row for _, known in items])
+    except PermanentError as exc:
+        if len(items) == 1:
+            log.warning("dead-lettering WAL entry %s: %s", items[0][0][0], exc)
+            return [(items[0][0], str(exc))]
+        middle = len(items) // 2
+        # Left half first: good entries still land in seq order.
+        return _persist_isolating(engine, items[:middle], report) + _persist_isolating(
+            engine, items[middle:], report
+        )
+    report.persisted += inserted
+    report.skipped += len(items) - inserted
+    for _, known in items:
+        if known.fields.get(SUMMARIZE_FLAG) == "1":
+            report.summarize.add((known.row.tenant, known.row.session_id))
+    return []
