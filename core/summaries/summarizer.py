@@ -161,8 +161,8 @@ class SessionSummarizer:
             # History stays as it was; the pending flag stays for the retry. Only the lease goes.
             with contextlib.suppress(redis.RedisError):
                 self._end(begun, "keep")
-            if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
-                raise TransientError(f"Redis unavailable: {exc}") from exc
+            if isinstance(exc, redis.RedisError):
+                raise translate(exc) from exc
             raise
 
     # --- the steps ---------------------------------------------------------------------------
