@@ -38,12 +38,12 @@ def _wait_live(
 
 @contextmanager
 def memscribe_pipeline(ctx: BenchContext) -> Iterator[None]:
-    """One ``persist`` worker (concurrency 1) and beat, as deployed; live when entered."""
+    """One ``persist`` worker (concurrency 2) and beat, as deployed; live when entered."""
     started: list[Popen[bytes]] = []
     env = ctx.worker_env()
     try:
         worker = processes.start(
-            processes.worker_command(["persist"], concurrency=1, name="bench", loglevel="WARNING"),
+            processes.worker_command(["persist"], concurrency=2, name="bench", loglevel="WARNING"),
             env=env,
             log_path=ctx.log_dir / "memscribe-worker.log",
         )
@@ -86,7 +86,7 @@ class NaiveWorker:
 
 @contextmanager
 def naive_worker(ctx: BenchContext) -> Iterator[NaiveWorker]:
-    """The naive app's worker, prefork with one child (memscribe's worker has the same)."""
+    """The naive app's worker, prefork with two children (memscribe's worker has the same)."""
     hostname = f"naive-bench@{socket.gethostname()}"
     command = [
         sys.executable,
@@ -98,7 +98,7 @@ def naive_worker(ctx: BenchContext) -> Iterator[NaiveWorker]:
         "-Q",
         naive_app.QUEUE,
         "-c",
-        "1",
+        "2",
         "-n",
         hostname,
         "-l",

@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 
 from bench.context import BenchContext, log
-from bench.figures import Figure, Samples, summarize
+from bench.figures import Figure, Samples, Target, summarize
 from bench.section import Section
+from core.log.drainer import Drainer
 
 
 def _usage(ctx: BenchContext, keys: list[str]) -> int:
@@ -42,7 +43,22 @@ def _repetition(ctx: BenchContext, samples: Samples) -> None:
         meta = _usage(ctx, [key for keys in session_keys for key in (keys.meta, keys.recent_ids)])
         wal = _usage(ctx, ctx.keys.all_wals())
         langchain = _usage(ctx, [f"bench:lc:{workload.session(i)}" for i in range(sessions)])
+    # Then the drain: the WAL is acked and trimmed, only the buffer window and meta stay.
+    drainer = Drainer(redis=ctx.redis, engine=ctx.engine, settings=ctx.settings, consumer="mem")
+    if drainer.flush(timeout_s=300):
+        raise RuntimeError("redis_memory: the backlog did not drain")
+    shard_keys = [
+        key
+        for shard in range(ctx.settings.shards)
+        for key in (ctx.keys.wal(shard), ctx.keys.high_water(shard), ctx.keys.tenant_bytes(shard))
+    ]
+    after = _usage(
+        ctx,
+        [key for keys in session_keys for key in (keys.buffer, keys.meta, keys.recent_ids)]
+        + shard_keys,
+    )
     content = sum(len(workload.content(i).encode()) for i in range(total))
+    samples.add("after", after / total)
     samples.add("total", (buffer + meta + wal) / total)
     samples.add("wal", wal / total)
     samples.add("buffer", buffer / total)
@@ -82,10 +98,25 @@ def run(ctx: BenchContext) -> list[Figure]:
         summarize("memory.content", "content (UTF-8)", per_message, samples["content"]),
         summarize(
             "memory.memscribe.total_vs_content",
-            "memscribe total / content bytes",
+            "memscribe total before the drain / content bytes",
             "x",
             samples.ratio("total", "content"),
             anchor="memory.content",
+            target=Target("<=", 2.3),
+        ),
+        summarize(
+            "memory.memscribe.after_drain",
+            "memscribe after the drain: buffer + meta + recent ids + what is left of the WAL",
+            per_message,
+            samples["after"],
+        ),
+        summarize(
+            "memory.memscribe.after_drain_vs_content",
+            "memscribe after the drain / content bytes",
+            "x",
+            samples.ratio("after", "content"),
+            anchor="memory.content",
+            target=Target("<=", 1.3),
         ),
     ]
 
