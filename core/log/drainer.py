@@ -127,22 +127,44 @@ class Drainer:
             if cursor == "0-0" or (lease is not None and not lease.renew()):
                 break
         if claimed:
-            self._note_failures(shard, claimed)
+            claimed = self._note_failures(shard, claimed)
         return claimed
 
-    def _note_failures(self, shard: int, claimed: list[Entry]) -> None:
+    def _note_failures(self, shard: int, claimed: list[Entry]) -> list[Entry]:
+        """Record the claimed entries' failures; return the part of ``claimed`` that may be
+        processed now: the entries before the first older one still pending elsewhere.
+
+        XAUTOCLAIM skips entries not idle long enough (a consumer that took them over shortly
+        before, and may be alive), but claims idle ones after them: storing those first would
+        commit later seqs before earlier ones. The rest stays pending to us and is reclaimed,
+        in order, on a later pass.
+        """
         # A pending entry found idle means an earlier attempt failed (crash or error): remember
         # when that was first seen, and how often the entry was delivered, for dead letters.
         wal = self.keys.wal(shard)
         now_ms = int(time.time() * 1000)
         details: list[dict[str, Any]] = self.redis.xpending_range(
-            wal, CONSUMER_GROUP, min=claimed[0][0], max=claimed[-1][0], count=len(claimed) * 2
+            wal, CONSUMER_GROUP, min="-", max=claimed[-1][0], count=len(claimed) + 1
         )
+        in_order = 0
+        for detail, (entry_id, _fields) in zip(details, claimed, strict=False):
+            if detail["message_id"] != entry_id:
+                break
+            in_order += 1
         with self.redis.pipeline(transaction=False) as pipe:
             for detail in details:
+                if detail["consumer"] != self.consumer:
+                    continue
                 self._deliveries[detail["message_id"]] = int(detail["times_delivered"])
                 pipe.hsetnx(self.keys.failing(shard), detail["message_id"], now_ms)
             pipe.execute()
+        if in_order < len(claimed):
+            log.info(
+                "WAL shard %s: %s reclaimed entries wait behind an older pending one",
+                shard,
+                len(claimed) - in_order,
+            )
+        return claimed[:in_order]
 
     def read_new(self, shard: int, *, count: int) -> list[Entry]:
         reply = raw_command(

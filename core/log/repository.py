@@ -61,9 +61,13 @@ ON CONFLICT (tenant, session_id) DO UPDATE SET
     last_seq = greatest(s.last_seq, excluded.last_seq),
     subject_id = coalesce(s.subject_id, excluded.subject_id)
 """
+# ORDER BY seq: PostgreSQL evaluates a volatile target (clock_timestamp()) after the sort, so
+# within a session persisted_at never decreases as seq grows (P2's "in seq order", made
+# observable). COPY order is already seq order per session; the sort of one batch is cheap.
 _MOVE_STAGED = f"""
 INSERT INTO messages ({", ".join(MESSAGE_COLUMNS)}, persisted_at)
 SELECT {", ".join(MESSAGE_COLUMNS)}, clock_timestamp() FROM ms_stage_batch
+ORDER BY seq
 ON CONFLICT (message_id) DO NOTHING
 """
 

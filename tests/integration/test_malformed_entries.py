@@ -17,7 +17,7 @@ from core.log.entries import DECODERS, MESSAGE, decode_message
 from core.log.lease import Lease
 from core.store.connections import raw_command
 from core.store.keys import CONSUMER_GROUP
-from tests.conftest import assert_exactly_once
+from tests.conftest import assert_commit_order, assert_exactly_once, messages_in_store
 from tests.integration.test_cli import memscribe
 
 Appended = dict[str, tuple[str, str, int, str]]
@@ -174,3 +174,31 @@ def test_the_reclaim_loop_stops_when_the_lease_is_lost(
     client.redis.set(client.keys.lease(0), "someone else")  # the lease passes to another
     claimed = live.reclaim(0, count=50, lease=lease)
     assert len(claimed) == 10  # one XAUTOCLAIM page, then it noticed the lost lease
+
+
+def test_reclaim_never_stores_past_an_older_entry_still_held(
+    client: MemoryClient, make_settings: object, database_url: str
+) -> None:
+    """Idle entries behind a recently taken-over older one wait for it: seq order holds.
+    (Found by a helper's order check: XAUTOCLAIM skips the non-idle entry, claims the rest.)"""
+    settings: Settings = make_settings(  # type: ignore[operator]
+        database_url=database_url, shards=1, drain_lease_ms=300
+    )
+    memory = MemoryClient(redis=client.redis, settings=settings)
+    appended: Appended = {}
+    for i in range(20):
+        result = memory.append("s", "user", f"m{i}")
+        appended[result.message_id] = ("default", "s", result.seq, f"m{i}")
+    wal = memory.keys.wal(0)
+    dead = Drainer(redis=client.redis, engine=memory.engine, settings=settings, consumer="dead")
+    dead.ensure_group(0)
+    ids = [entry_id for entry_id, _ in dead.read_new(0, count=20)]
+    time.sleep(0.35)
+    client.redis.xclaim(wal, CONSUMER_GROUP, "alive", 0, ids[:10])  # taken over just now
+    live = Drainer(redis=client.redis, engine=memory.engine, settings=settings, consumer="live")
+    live.drain_shard(0, deadline=time.monotonic() + 5)
+    assert messages_in_store(database_url) == []  # seqs 11..20 did not go first
+    time.sleep(0.35)  # now "alive" is presumed dead too
+    assert live.flush(timeout_s=30) == 0
+    assert_exactly_once(database_url, appended)
+    assert assert_commit_order(database_url) == 1
