@@ -28,7 +28,7 @@ from sqlalchemy import Engine, text
 
 from config.settings import Settings
 from core.errors import TransientError
-from core.log import deadletters
+from core.log import deadletters, upgrades
 from core.log.backoff import Backoff
 from core.log.backpressure import MemoryGuard, settle
 from core.log.batch import persist_batch
@@ -238,32 +238,10 @@ class Drainer:
         settle(self.scripts, self.keys, shard, report.drained)
         report.drained = []
         if report.unprocessed:
-            self._wait_for_newer(shard, report.waiting_kind)
+            upgrades.leave_for_newer(self.redis, self.keys, shard, report.waiting_kind)
             report.waiting[shard] = report.waiting_kind
             report.unprocessed = []
         return report
-
-    def _wait_for_newer(self, shard: int, kind: str) -> None:
-        # Left pending, never acked: a newer worker reclaims them after the lease. Meanwhile
-        # every worker that does not know the kind skips the shard (see drain_shard), so the
-        # entry's delivery count does not climb toward the dead-letter limit.
-        self.redis.set(self.keys.needs_newer(shard), kind)
-        log.warning(
-            "shard %s holds a WAL entry of kind/version %s that this worker does not know; "
-            "leaving the shard to a newer worker (rolling upgrade)",
-            shard,
-            kind,
-        )
-
-    def _left_for_newer(self, shard: int) -> bool:
-        """True when an older worker marked this shard for a kind this one does not know."""
-        kind = self.redis.get(self.keys.needs_newer(shard))
-        if kind is None:
-            return False
-        if tuple(str(kind).split("/", 1)) in self.decoders:
-            self.redis.delete(self.keys.needs_newer(shard))  # we know it: take over
-            return False
-        return True
 
     def drain_shard(self, shard: int, *, deadline: float) -> DrainReport:
         """Drain one shard until it is empty or ``deadline`` (monotonic) passes.
@@ -279,8 +257,9 @@ class Drainer:
             return report
         report.shards.append(shard)
         try:
-            if self._left_for_newer(shard):
-                report.waiting[shard] = str(self.redis.get(self.keys.needs_newer(shard)))
+            waiting = upgrades.waiting_for_newer(self.redis, self.keys, shard, self.decoders)
+            if waiting:
+                report.waiting[shard] = waiting
                 return report
             self.ensure_group(shard)
             batch = self.settings.batch_size
