@@ -82,3 +82,36 @@ def wait_until_durable(client: MemoryClient, *, timeout_s: float) -> int:
             return 0
         time.sleep(0.2)
     return backlog
+
+
+def append_concurrently(
+    client: MemoryClient,
+    *,
+    messages: int,
+    appenders: int,
+    sessions: int,
+    prefix: str = "chat",
+    content: str = "appender {index} says {i}: ünïcode ✓",
+) -> Appended:
+    """``messages`` appends from ``appenders`` threads over shared sessions (so seq assignment
+    races for real); returns every acknowledged id with its session, seq and content."""
+    appended: Appended = {}
+    lock = threading.Lock()
+
+    def appender(index: int) -> None:
+        mine: Appended = {}
+        for i in range(messages // appenders):
+            session_id = f"{prefix}-{(i * 7 + index) % sessions}"
+            text = content.format(index=index, i=i)
+            result = client.append(session_id, "user" if i % 2 else "assistant", text)
+            mine[result.message_id] = ("default", session_id, result.seq, text)
+        with lock:
+            appended.update(mine)
+
+    threads = [threading.Thread(target=appender, args=(i,)) for i in range(appenders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(appended) == messages // appenders * appenders
+    return appended

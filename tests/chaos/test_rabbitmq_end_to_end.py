@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -20,7 +19,7 @@ from config.celery import QUEUES, celery_config, family_queues
 from config.settings import Settings
 from core.client import MemoryClient
 from core.log import deadletters
-from tests.chaos.load import Appended, wait_until_durable
+from tests.chaos.load import append_concurrently, wait_until_durable
 from tests.conftest import assert_exactly_once
 from tests.integration.test_task_retries import _attempts
 from worker import processes
@@ -73,25 +72,14 @@ def test_rabbitmq_broker_persists_everything_exactly_once(
     )
     spawn(processes.supervised_beat_command(), settings=settings, name="beat")
 
-    appended: Appended = {}
-    lock = threading.Lock()
-
-    def appender(index: int) -> None:
-        mine = {}
-        for i in range(MESSAGES // APPENDERS):
-            session_id = f"amqp-{(i * 7 + index) % SESSIONS}"
-            content = f"appender {index} says {i} over AMQP ✓"
-            result = client.append(session_id, "user", content)
-            mine[result.message_id] = ("default", session_id, result.seq, content)
-        with lock:
-            appended.update(mine)
-
-    threads = [threading.Thread(target=appender, args=(i,)) for i in range(APPENDERS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert len(appended) == MESSAGES
+    appended = append_concurrently(
+        client,
+        messages=MESSAGES,
+        appenders=APPENDERS,
+        sessions=SESSIONS,
+        prefix="amqp",
+        content="appender {index} says {i} over AMQP ✓",
+    )
     assert wait_until_durable(client, timeout_s=90) == 0
     assert_exactly_once(pg_database, appended)
 

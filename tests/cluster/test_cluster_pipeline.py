@@ -5,7 +5,6 @@ Every log the workers write is searched for a cross-slot error afterwards."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +14,7 @@ from config.settings import Settings
 from core.client import MemoryClient
 from core.log.status import shard_status
 from core.summaries import store as summary_store
+from tests.chaos.load import append_concurrently
 from tests.cluster.conftest import assert_no_cross_slot, keys_per_primary, nodes_holding, primaries
 from tests.conftest import assert_exactly_once, messages_in_store
 from tests.fakes.openai_server import FakeOpenAI
@@ -55,26 +55,14 @@ def test_workers_and_beat_persist_everything_exactly_once_on_a_cluster(
     )
     spawn(processes.beat_command(loglevel="INFO"), settings=cluster_settings, name="beat")
 
-    appended: dict[str, tuple[str, str, int, str]] = {}
-    lock = threading.Lock()
-
-    def appender(index: int) -> None:
-        mine = {}
-        # Sessions are shared between appenders, so seq assignment races for real.
-        for i in range(MESSAGES // APPENDERS):
-            session_id = f"chat-{(i * 7 + index) % SESSIONS}"
-            content = f"appender {index} says {i}: ünïcode ✓"
-            result = client.append(session_id, "user", content)
-            mine[result.message_id] = ("default", session_id, result.seq, content)
-        with lock:
-            appended.update(mine)
-
-    threads = [threading.Thread(target=appender, args=(i,)) for i in range(APPENDERS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert len(appended) == MESSAGES
+    appended = append_concurrently(
+        client,
+        messages=MESSAGES,
+        appenders=APPENDERS,
+        sessions=SESSIONS,
+        prefix="chat",
+        content="appender {index} says {i}: ünïcode ✓",
+    )
     wait_for(lambda: backlog(client) == 0, timeout_s=120, what="the WAL backlog to drain")
 
     assert len(messages_in_store(pg_database)) == MESSAGES

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
@@ -10,6 +9,7 @@ import pytest
 from config.settings import Settings
 from core.client import MemoryClient
 from core.log.status import shard_status
+from tests.chaos.load import append_concurrently
 from tests.conftest import (
     assert_commit_order,
     assert_exactly_once,
@@ -36,26 +36,14 @@ def test_worker_and_beat_persist_everything_exactly_once(
     )
     spawn(processes.beat_command(loglevel="WARNING"), settings=settings, name="beat")  # type: ignore[operator]
 
-    appended: dict[str, tuple[str, str, int, str]] = {}
-    lock = threading.Lock()
-
-    def appender(index: int) -> None:
-        mine = {}
-        # Sessions are shared between appenders, so seq assignment races for real.
-        for i in range(MESSAGES // APPENDERS):
-            session_id = f"chat-{(i * 7 + index) % SESSIONS}"
-            content = f"appender {index} says {i}: \t tabs, \\ backslashes, ünïcode ✓\n"
-            result = client.append(session_id, "user" if i % 2 else "assistant", content)
-            mine[result.message_id] = ("default", session_id, result.seq, content)
-        with lock:
-            appended.update(mine)
-
-    threads = [threading.Thread(target=appender, args=(i,)) for i in range(APPENDERS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert len(appended) == MESSAGES
+    appended = append_concurrently(
+        client,
+        messages=MESSAGES,
+        appenders=APPENDERS,
+        sessions=SESSIONS,
+        prefix="chat",
+        content="appender {index} says {i}: \t tabs, \\ backslashes, ünïcode ✓\n",
+    )
 
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
