@@ -69,7 +69,11 @@ class MemoryClient:
         self._enqueue = enqueue
         self._pending_ms = int(settings.summary_pending_timeout_s * 1000)
         self._appender = Appender(
-            redis=redis, scripts=self.scripts, settings=settings, tokens=self.tokens
+            redis=redis,
+            scripts=self.scripts,
+            settings=settings,
+            tokens=self.tokens,
+            engine=lambda: self.engine,
         )
 
     @classmethod
@@ -120,7 +124,7 @@ class MemoryClient:
             subject_id=subject_id,
             created_us=time.time_ns() // 1000,
         )
-        [result] = self._appender.send(keys, [message], subject_id=subject_id, engine=self.engine)
+        [result] = self._appender.send(keys, [message], subject_id=subject_id)
         return result
 
     def append_many(
@@ -142,7 +146,7 @@ class MemoryClient:
         prepared = self._appender.prepare_many(
             keys, messages, subject_id=subject_id, created_us=time.time_ns() // 1000
         )
-        return self._appender.send(keys, prepared, subject_id=subject_id, engine=self.engine)
+        return self._appender.send(keys, prepared, subject_id=subject_id)
 
     def _session_keys(self, tenant: str, session_id: str, subject_id: str | None) -> SessionKeys:
         validate_id("tenant", tenant)
@@ -183,7 +187,7 @@ class MemoryClient:
 
     def _read_through(self, *, tenant: str, session_id: str) -> Context:
         keys = self.keys.session(tenant, session_id)
-        durable = self._appender.durable(self.engine, keys)
+        durable = self._appender.durable(keys)
         if durable is None:
             return Context()
         self._appender.restore(keys, durable)
@@ -317,7 +321,7 @@ class MemoryClient:
                 requests=int(meta.get("rq", 0)),
                 settings=effective,
             )
-        durable = self._appender.durable(self.engine, keys)
+        durable = self._appender.durable(keys)
         if durable is None:
             return MemoryStats(
                 in_redis=False,

@@ -14,9 +14,9 @@ import uuid
 from collections.abc import Callable
 
 from bench.context import BenchContext, log
-from bench.figures import Figure, Samples, percentile, summarize
+from bench.figures import Figure, Samples
 from bench.section import Section
-from bench.sections.append_latency import timed
+from bench.turns import against_ping, p50s_in_turns
 from core.log.drainer import Drainer
 
 MESSAGES_PER_SESSION = 4
@@ -57,35 +57,19 @@ def run(ctx: BenchContext) -> list[Figure]:
             "forgotten": _appender(ctx, forgotten),
             "new": _appender(ctx, fresh),
         }
-        timings: dict[str, list[int]] = {key: [] for key in calls}
-        chunk = config.latency_chunk
-        for first in range(0, count, chunk):
-            for key, call in calls.items():
-                timed(call, first, min(chunk, count - first), timings[key])
-        for key, values in timings.items():
-            samples.add(f"{key}.p50", percentile(sorted(values), 50.0) / 1000)
+        for key, p50 in p50s_in_turns(calls, count=count, chunk=config.latency_chunk).items():
+            samples.add(f"{key}.p50", p50)
         log(
             f"append cold {repetition + 1}/{config.repetitions}: "
             + ", ".join(f"{key} p50 {samples[f'{key}.p50'][-1]:.0f}us" for key in calls)
         )
     ctx.reset()
-    figures = [summarize("append_cold.ping.p50", "Redis PING p50", "us", samples["ping.p50"])]
-    for key, label in (("forgotten", "forgotten session"), ("new", "brand-new session")):
-        figures.append(
-            summarize(
-                f"append_cold.{key}.p50", f"append to a {label}: p50", "us", samples[f"{key}.p50"]
-            )
-        )
-        figures.append(
-            summarize(
-                f"append_cold.{key}.p50_vs_ping",
-                f"append to a {label}: p50 / PING p50",
-                "x",
-                samples.ratio(f"{key}.p50", "ping.p50"),
-                anchor="append_cold.ping.p50",
-            )
-        )
-    return figures
+    labels = {
+        "ping": "Redis PING p50",
+        "forgotten": "append to a forgotten session",
+        "new": "append to a brand-new session",
+    }
+    return against_ping("append_cold", labels, samples)
 
 
 SECTION = Section(

@@ -26,6 +26,7 @@ from bench.anchors import langchain_add_message
 from bench.context import BenchContext, log
 from bench.figures import Figure, Samples, Target, percentile, summarize
 from bench.section import Section
+from bench.turns import timed
 from core.client import MemoryClient, redis_from_url
 
 WARMUP_CALLS = 200
@@ -126,14 +127,6 @@ def warm_sessions(ctx: BenchContext) -> None:
     workload = ctx.workload
     for i in range(workload.sessions):
         ctx.client.append(workload.session(i), "system", "session opened")
-
-
-def timed(call: Callable[[int], object], first: int, count: int, out: list[int]) -> None:
-    clock = time.perf_counter_ns
-    for i in range(first, first + count):
-        began = clock()
-        call(i)
-        out.append(clock() - began)
 
 
 def _purge_naive_queue() -> None:

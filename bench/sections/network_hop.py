@@ -18,9 +18,9 @@ from celery import Celery
 from bench import netns
 from bench.anchors import langchain_add_message
 from bench.context import BenchContext, log
-from bench.figures import Figure, Samples, percentile, summarize
+from bench.figures import Figure, Samples
 from bench.section import Section
-from bench.sections.append_latency import timed
+from bench.turns import against_ping, p50s_in_turns, timed
 from config.settings import _with_db
 from core.client import MemoryClient, redis_from_url
 
@@ -51,39 +51,22 @@ def run(ctx: BenchContext) -> list[Figure]:
         for call in calls.values():  # connections, scripts, sessions (their cold append)
             timed(call, 0, 40, [])
         for repetition in range(ctx.config.repetitions):
-            timings: dict[str, list[int]] = {key: [] for key in calls}
-            for i in range(CALLS.get(ctx.config.mode, 50)):
-                for key, call in calls.items():
-                    timed(call, i, 1, timings[key])
-            for key, values in timings.items():
-                samples.add(f"{key}.p50", percentile(sorted(values), 50.0) / 1000)
+            count = CALLS.get(ctx.config.mode, 50)
+            for key, p50 in p50s_in_turns(calls, count=count).items():
+                samples.add(f"{key}.p50", p50)
             log(
                 f"network hop {repetition + 1}/{ctx.config.repetitions}: "
                 + ", ".join(f"{key} p50 {samples[f'{key}.p50'][-1]:.0f}us" for key in calls)
             )
         client.close()
     labels = {
+        "ping": "PING over the hop: p50",
         "memscribe": "memscribe append (one EVALSHA)",
         "celery": "Celery .delay() publish (Redis broker)",
-        "langchain": label,
     }
-    figures = [summarize("hop.ping.p50", "PING over the hop: p50", "us", samples["ping.p50"])]
-    for key in calls:
-        if key == "ping":
-            continue
-        figures.append(
-            summarize(f"hop.{key}.p50", f"{labels[key]}: p50", "us", samples[f"{key}.p50"])
-        )
-        figures.append(
-            summarize(
-                f"hop.{key}.p50_vs_ping",
-                f"{labels[key]}: p50 / PING p50",
-                "x",
-                samples.ratio(f"{key}.p50", "ping.p50"),
-                anchor="hop.ping.p50",
-            )
-        )
-    return figures
+    if label:
+        labels["langchain"] = label
+    return against_ping("hop", labels, samples)
 
 
 SECTION = Section(

@@ -9,7 +9,7 @@ durable store, and the same script runs again with it (``core/sessions/restore.p
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,15 +46,24 @@ class Prepared:
     message_id: str
     body: str
     tokens: int
+    created_us: int
 
 
 class Appender:
     """Builds and sends append.lua calls for one deployment's settings."""
 
     def __init__(
-        self, *, redis: redis.Redis, scripts: Scripts, settings: Settings, tokens: TokenCounter
+        self,
+        *,
+        redis: redis.Redis,
+        scripts: Scripts,
+        settings: Settings,
+        tokens: TokenCounter,
+        engine: Callable[[], Engine],
     ) -> None:
         self._redis = redis
+        # Called only on the cold path: a warm append never touches the durable store.
+        self._engine = engine
         self._scripts = scripts
         self._settings = settings
         self._tokens = tokens
@@ -98,7 +107,7 @@ class Appender:
             subject_id=subject_id,
             metadata=checked_metadata,
         )
-        return Prepared(checked_id, body, tokens)
+        return Prepared(checked_id, body, tokens, created_us)
 
     def prepare_many(
         self, keys: SessionKeys, messages: object, *, subject_id: str | None, created_us: int
@@ -137,17 +146,17 @@ class Appender:
         messages: list[Prepared],
         *,
         subject_id: str | None,
-        engine: Engine,
     ) -> list[AppendResult]:
         """Append ``messages`` (all or nothing): one EVALSHA warm, two and a durable read cold."""
-        header = self._header(keys, len(messages), subject_id)
+        # The clock is read once per call: the messages' creation time is the script's "now".
+        header = self._header(keys, len(messages), subject_id, messages[0].created_us // 1000)
         body: list[str | int] = []
         for message in messages:
             body += [message.message_id, message.body, message.tokens]
         reply = self._call(keys, [*header, "", *body])
         if int(reply[0]) == -1:
             # Redis has forgotten the session (or never had it): read the store, call again.
-            durable = self.durable(engine, keys)
+            durable = self.durable(keys)
             restore = session_restore.restore_args(
                 durable, tenant=keys.tenant, session_id=keys.session_id
             )
@@ -169,18 +178,21 @@ class Appender:
         restore = session_restore.restore_args(
             durable, tenant=keys.tenant, session_id=keys.session_id
         )
-        self._call(keys, [*self._header(keys, 0, None), "1", *restore])
+        header = self._header(keys, 0, None, time.time_ns() // 1_000_000)
+        self._call(keys, [*header, "1", *restore])
 
-    def durable(self, engine: Engine, keys: SessionKeys) -> DurableContext | None:
+    def durable(self, keys: SessionKeys) -> DurableContext | None:
         return session_restore.load(
-            engine,
+            self._engine(),
             tenant=keys.tenant,
             session_id=keys.session_id,
             max_messages=self._settings.buffer_max_messages,
             max_tokens=self._settings.buffer_max_tokens,
         )
 
-    def _header(self, keys: SessionKeys, count: int, subject_id: str | None) -> list[str | int]:
+    def _header(
+        self, keys: SessionKeys, count: int, subject_id: str | None, now_ms: int
+    ) -> list[str | int]:
         settings = self._settings
         return [
             count,
@@ -190,7 +202,7 @@ class Appender:
             subject_id or "",
             settings.summary_trigger_tokens,
             settings.buffer_max_tokens,
-            time.time_ns() // 1_000_000,
+            now_ms,
             self._pending_ms,
             keys.member,
             keys.tenant,

@@ -36,7 +36,7 @@ from core.log.entries import DECODERS, Decoder
 from core.log.lease import Lease
 from core.log.report import DrainReport, Entry
 from core.log.status import ShardStatus, busy_shards, shard_status, wait_for_entries
-from core.store.connections import raw_command
+from core.store.connections import as_text, raw_command
 from core.store.db_errors import translate_errors
 from core.store.keys import CONSUMER_GROUP, Keys
 from core.store.redis_errors import translate
@@ -46,10 +46,6 @@ log = logging.getLogger(__name__)
 
 # The longest idle wait between looks at every shard (a leased or waiting shard, the backoff).
 IDLE_WAIT_S = 1.0
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def default_consumer_name() -> str:
@@ -122,8 +118,8 @@ class Drainer:
                 "COUNT",
                 page,
             )
-            cursor = _text(reply[0])
-            claimed += [(_text(entry_id), fields) for entry_id, fields in reply[1] if fields]
+            cursor = as_text(reply[0])
+            claimed += [(as_text(entry_id), fields) for entry_id, fields in reply[1] if fields]
             if cursor == "0-0" or (lease is not None and not lease.renew()):
                 break
         if claimed:
@@ -182,7 +178,7 @@ class Drainer:
         if not reply:
             return []
         # [[stream, entries]]: we asked for one stream.
-        return [(_text(entry_id), fields) for entry_id, fields in reply[0][1]]
+        return [(as_text(entry_id), fields) for entry_id, fields in reply[0][1]]
 
     def persist(self, entries: list[Entry]) -> tuple[DrainReport, list[tuple[Entry, str]]]:
         """Write ``entries``; returns the report and the offenders (see ``persist_batch``)."""

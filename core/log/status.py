@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import redis
 
-from core.store.connections import is_cluster, raw_command
+from core.store.connections import as_text, is_cluster, raw_command
 from core.store.keys import CONSUMER_GROUP, Keys
 
 
@@ -33,10 +32,6 @@ class ShardStatus:
 
 def id_ms(entry_id: str) -> int:
     return int(entry_id.split("-", 1)[0])
-
-
-def _text(value: Any) -> Any:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def shard_status(client: redis.Redis, keys: Keys) -> list[ShardStatus]:
@@ -65,7 +60,7 @@ def shard_status(client: redis.Redis, keys: Keys) -> list[ShardStatus]:
         if group is None:
             result.append(ShardStatus(shard, length, 0, length, None, _int(dead)))
             continue
-        if group["last-delivered-id"] == _text(stream["last-generated-id"]):
+        if group["last-delivered-id"] == as_text(stream["last-generated-id"]):
             undelivered = 0
         elif group.get("lag") is not None:
             undelivered = int(group["lag"])

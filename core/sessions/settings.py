@@ -14,30 +14,23 @@ from typing import Any
 
 import redis
 from sqlalchemy import Connection, Engine, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from core.models import SessionMemorySettings, validate_memory_settings
-from core.store.db import sessions
+from core.store.db import insert_for, of_session, sessions
 from core.store.db_errors import translate_errors
 from core.store.keys import SessionKeys
 from core.store.redis_errors import redis_errors
 
 
-def _of(tenant: str, session_id: str) -> Any:
-    return (sessions.c.tenant == tenant) & (sessions.c.session_id == session_id)
-
-
 def _lock_row(connection: Connection, tenant: str, session_id: str) -> dict[str, str] | None:
     """Create the session's row if needed, lock it, and return its stored overrides."""
     now = datetime.now(UTC)
-    insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
     connection.execute(
-        insert(sessions)
+        insert_for(connection, sessions)
         .values(tenant=tenant, session_id=session_id, created_at=now, updated_at=now, last_seq=0)
         .on_conflict_do_nothing(index_elements=["tenant", "session_id"])
     )
-    query = select(sessions.c.settings).where(_of(tenant, session_id))
+    query = select(sessions.c.settings).where(of_session(sessions, tenant, session_id))
     if connection.dialect.name == "postgresql":
         query = query.with_for_update()
     # SQLite: the INSERT above already holds the database's write lock until commit.
@@ -66,7 +59,9 @@ def configure(
         merged: dict[Any, Any] = {**stored, **{k: str(v) for k, v in overrides.items()}}
         effective = validate_memory_settings(defaults.with_overrides(merged))
         connection.execute(
-            update(sessions).where(_of(keys.tenant, keys.session_id)).values(settings=merged)
+            update(sessions)
+            .where(of_session(sessions, keys.tenant, keys.session_id))
+            .values(settings=merged)
         )
         with redis_errors(), client.pipeline(transaction=True) as pipe:
             pipe.delete(keys.config)

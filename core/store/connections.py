@@ -54,3 +54,8 @@ def raw_command(client: Any, *args: Any) -> Any:
     """Send one command (on a client or a pipeline) and leave its reply undecoded: stream
     entries are read as bytes, so an entry that is not UTF-8 never breaks the reply parser."""
     return client.execute_command(*args, **{NEVER_DECODE: True})
+
+
+def as_text(value: bytes | str) -> str:
+    """A value of a raw reply (entry ids, cursors) as text; already-decoded text unchanged."""
+    return value.decode() if isinstance(value, bytes) else value

@@ -15,6 +15,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Column,
+    Connection,
     Date,
     DateTime,
     Engine,
@@ -31,6 +32,8 @@ from sqlalchemy import (
     func,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 ID = String(128)
 JSONDocument = JSON().with_variant(JSONB(), "postgresql")
@@ -110,6 +113,16 @@ llm_usage = Table(
     Column("completion_tokens", BigInteger, nullable=False, server_default="0"),
     PrimaryKeyConstraint("tenant", "day", "model", name="pk_llm_usage"),
 )
+
+
+def insert_for(connection: Connection, table: Table) -> Any:
+    """``INSERT`` with ``ON CONFLICT`` support for the connection's dialect."""
+    return (pg_insert if connection.dialect.name == "postgresql" else sqlite_insert)(table)
+
+
+def of_session(table: Table, tenant: str, session_id: str) -> Any:
+    """The rows of one session in any table keyed by (tenant, session_id)."""
+    return (table.c.tenant == tenant) & (table.c.session_id == session_id)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -14,11 +14,9 @@ from datetime import UTC, date, datetime
 from typing import Any, Literal
 
 from sqlalchemy import Connection, Engine, func, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from core.models import Message
-from core.store.db import llm_usage, messages, sessions, summaries
+from core.store.db import insert_for, llm_usage, messages, of_session, sessions, summaries
 from core.store.db_errors import translate_errors
 
 
@@ -54,10 +52,6 @@ class DurableContext:
     unsummarized_messages: int
     # configure_session's overrides (fields of the Redis config hash), or empty.
     settings: dict[str, str] = field(default_factory=dict)
-
-
-def _insert(connection: Connection, table: Any) -> Any:
-    return (pg_insert if connection.dialect.name == "postgresql" else sqlite_insert)(table)
 
 
 def _aware(value: datetime) -> datetime:
@@ -104,10 +98,6 @@ _MESSAGE_COLUMNS = (
 )
 
 
-def _of(table: Any, tenant: str, session_id: str) -> Any:
-    return (table.c.tenant == tenant) & (table.c.session_id == session_id)
-
-
 UsageRule = Literal["always", "if_new", "never"]
 
 
@@ -133,7 +123,7 @@ def save_summary(engine: Engine, record: SummaryRecord, *, usage: UsageRule) -> 
     }
     with translate_errors(), engine.begin() as connection:
         inserted = connection.execute(
-            _insert(connection, summaries)
+            insert_for(connection, summaries)
             .values(values)
             .on_conflict_do_nothing(index_elements=["tenant", "session_id", "covers_through_seq"])
         ).rowcount
@@ -141,7 +131,7 @@ def save_summary(engine: Engine, record: SummaryRecord, *, usage: UsageRule) -> 
             _add_usage(connection, record)
         stored = connection.execute(
             select(summaries).where(
-                _of(summaries, record.tenant, record.session_id),
+                of_session(summaries, record.tenant, record.session_id),
                 summaries.c.covers_through_seq == record.covers_through_seq,
             )
         ).one()
@@ -149,7 +139,7 @@ def save_summary(engine: Engine, record: SummaryRecord, *, usage: UsageRule) -> 
 
 
 def _add_usage(connection: Connection, record: SummaryRecord) -> None:
-    statement = _insert(connection, llm_usage).values(
+    statement = insert_for(connection, llm_usage).values(
         tenant=record.tenant,
         day=record.created_at.astimezone(UTC).date(),
         model=record.model,
@@ -179,7 +169,7 @@ def load_messages(
         rows = connection.execute(
             select(*_MESSAGE_COLUMNS)
             .where(
-                _of(messages, tenant, session_id),
+                of_session(messages, tenant, session_id),
                 messages.c.seq >= from_seq,
                 messages.c.seq <= to_seq,
             )
@@ -196,14 +186,14 @@ def load_context(
     with translate_errors(), engine.connect() as connection:
         session = connection.execute(
             select(sessions.c.last_seq, sessions.c.subject_id, sessions.c.settings).where(
-                _of(sessions, tenant, session_id)
+                of_session(sessions, tenant, session_id)
             )
         ).first()
         if session is None:
             return None
         latest = connection.execute(
             select(summaries)
-            .where(_of(summaries, tenant, session_id))
+            .where(of_session(summaries, tenant, session_id))
             .order_by(summaries.c.covers_through_seq.desc())
             .limit(1)
         ).first()
@@ -211,10 +201,10 @@ def load_context(
         count = 0
         if summary is not None:
             count = connection.execute(
-                select(func.count()).where(_of(summaries, tenant, session_id))
+                select(func.count()).where(of_session(summaries, tenant, session_id))
             ).scalar_one()
         after = summary.covers_through_seq if summary else 0
-        unsummarized = _of(messages, tenant, session_id) & (messages.c.seq > after)
+        unsummarized = of_session(messages, tenant, session_id) & (messages.c.seq > after)
         total_messages, total_tokens = connection.execute(
             select(func.count(), func.coalesce(func.sum(messages.c.tokens), 0)).where(unsummarized)
         ).one()
@@ -249,7 +239,7 @@ def list_summaries(engine: Engine, *, tenant: str, session_id: str) -> list[Summ
     with translate_errors(), engine.connect() as connection:
         rows = connection.execute(
             select(summaries)
-            .where(_of(summaries, tenant, session_id))
+            .where(of_session(summaries, tenant, session_id))
             .order_by(summaries.c.covers_through_seq)
         ).all()
     return [_record(row) for row in rows]
@@ -261,11 +251,11 @@ def summary_history_stats(
     """How many summaries a session has in the store, and the latest."""
     with translate_errors(), engine.connect() as connection:
         count = connection.execute(
-            select(func.count()).where(_of(summaries, tenant, session_id))
+            select(func.count()).where(of_session(summaries, tenant, session_id))
         ).scalar_one()
         latest = connection.execute(
             select(summaries)
-            .where(_of(summaries, tenant, session_id))
+            .where(of_session(summaries, tenant, session_id))
             .order_by(summaries.c.covers_through_seq.desc())
             .limit(1)
         ).first()
