@@ -80,6 +80,39 @@ class Settings(BaseSettings):
     # Tokens (prompt + completion) one tenant may spend on summaries per UTC day; 0: no limit.
     tenant_daily_token_budget: int = Field(default=0, ge=0)
 
+    # --- long-term memories (remember / recall / consolidation; docs/memories.md) -----------
+    max_memory_bytes: int = Field(default=8_192, ge=1)
+    max_memory_tags: int = Field(default=32, ge=0, le=256)
+    # The Redis view of a subject's live memories (what recall reads) lives this long after
+    # its last use; a subject Redis no longer holds is read from the durable store once.
+    memory_cache_ttl_s: int = Field(default=30 * 24 * 3600, ge=60)
+    # Decay: a memory not recalled for this long (its own ttl_s wins) no longer comes back
+    # from recall; 0 = never. Pinned memories never decay.
+    memory_ttl_low_s: int = Field(default=30 * 24 * 3600, ge=0)
+    memory_ttl_medium_s: int = Field(default=180 * 24 * 3600, ge=0)
+    memory_ttl_high_s: int = Field(default=365 * 24 * 3600, ge=0)
+    memory_ttl_critical_s: int = Field(default=0, ge=0)
+    # Near-duplicate detection: "none" uses the local lexical similarity only; "openai" any
+    # OpenAI-compatible /v1/embeddings (embedding_base_url, else openai_base_url); "local" the
+    # MiniLM embedder of the `local-embeddings` extra.
+    embeddings: Literal["none", "openai", "local"] = "none"
+    embedding_model: str = "text-embedding-3-small"
+    embedding_base_url: str = ""
+    # Similarity at or above which two memories are near-duplicates (chosen on bench's pairs).
+    memory_lexical_threshold: float = Field(default=0.5, gt=0, le=1)
+    memory_embedding_threshold: float = Field(default=0.8, gt=0, le=1)
+    # "auto": the LLM when openai_api_key is set, else the local merger (no LLM).
+    memory_merger: Literal["auto", "openai", "local"] = "auto"
+    # The merge guard: an LLM merge shorter than min_ratio x or longer than max_ratio x the
+    # longest source, or keeping under min_word_share of the sources' distinct content
+    # words, is refused (the sources stay as they are).
+    merge_min_ratio: float = Field(default=0.4, gt=0)
+    merge_max_ratio: float = Field(default=4.0, gt=1)
+    merge_min_word_share: float = Field(default=0.5, ge=0, le=1)
+    consolidate_interval_s: float = Field(default=3600.0, gt=0)
+    # One subject's consolidation holds its lease this long at most (covers its LLM calls).
+    consolidate_lease_s: float = Field(default=300.0, gt=0)
+
     # --- backpressure (append fails fast with BackpressureError, retryable) -----------------
     # Undrained WAL entries per shard at which appends to that shard are refused (0: no limit).
     # At 16 shards the default holds about 3.2M messages: minutes of a stalled drain at full load.
