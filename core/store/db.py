@@ -14,6 +14,7 @@ from alembic.config import Config
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     Connection,
     Date,
@@ -22,6 +23,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     PrimaryKeyConstraint,
     String,
     Table,
@@ -112,6 +114,55 @@ llm_usage = Table(
     Column("prompt_tokens", BigInteger, nullable=False, server_default="0"),
     Column("completion_tokens", BigInteger, nullable=False, server_default="0"),
     PrimaryKeyConstraint("tenant", "day", "model", name="pk_llm_usage"),
+)
+
+
+# Long-term memories about a data subject (core/memories). A memory is live while
+# superseded_by is NULL; consolidation points a merged memory's sources at it instead of
+# deleting them, and memory_lineage records every merge, so unconsolidate restores them.
+memories = Table(
+    "memories",
+    metadata,
+    Column("memory_id", ID, nullable=False),
+    Column("tenant", ID, nullable=False),
+    Column("subject_id", ID, nullable=False),
+    Column("content", Text, nullable=False),
+    # sha-256 of the normalized text (core/memories/similarity.normalize): exact duplicates.
+    Column("content_hash", String(64), nullable=False),
+    # 1 LOW, 2 MEDIUM, 3 HIGH, 4 CRITICAL. Consolidation never touches CRITICAL or pinned ones.
+    Column("priority", SmallInteger, nullable=False),
+    Column("pinned", Boolean, nullable=False, server_default="0"),
+    Column("tags", JSON, nullable=False),
+    Column("embedding", JSON, nullable=True),
+    Column("embedding_model", String(128), nullable=True),
+    Column("access_count", BigInteger, nullable=False, server_default="0"),
+    Column("last_accessed", DateTime(timezone=True), nullable=True),
+    Column("superseded_by", ID, nullable=True),
+    # {"memories": [ids]} for a merge; {"session_id", "from_seq", "to_seq"} (any of them) for
+    # a memory taken from a conversation; NULL when the app gave none.
+    Column("provenance", JSON, nullable=True),
+    # The memory's own decay in seconds since its last recall (NULL: the priority's default).
+    Column("ttl_s", BigInteger, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    PrimaryKeyConstraint("memory_id", name="pk_memories"),
+    Index("ix_memories_subject", "tenant", "subject_id"),
+)
+
+# One row per (merged memory, source): what consolidation folded, and how.
+memory_lineage = Table(
+    "memory_lineage",
+    metadata,
+    Column("merged_id", ID, nullable=False),
+    Column("source_id", ID, nullable=False),
+    Column("tenant", ID, nullable=False),
+    Column("subject_id", ID, nullable=False),
+    # "exact" (same normalized text), "local" (the no-LLM merger) or "llm:<model>".
+    Column("method", String(160), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("merged_id", "source_id", name="pk_memory_lineage"),
+    Index("ix_memory_lineage_source", "source_id"),
 )
 
 
