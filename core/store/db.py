@@ -138,6 +138,9 @@ memories = Table(
     Column("access_count", BigInteger, nullable=False, server_default="0"),
     Column("last_accessed", DateTime(timezone=True), nullable=True),
     Column("superseded_by", ID, nullable=True),
+    # When consolidation last looked at this memory: a pass only considers clusters with at
+    # least one memory it has not examined yet, so a second pass over the same set is a no-op.
+    Column("examined_at", DateTime(timezone=True), nullable=True),
     # {"memories": [ids]} for a merge; {"session_id", "from_seq", "to_seq"} (any of them) for
     # a memory taken from a conversation; NULL when the app gave none.
     Column("provenance", JSON, nullable=True),

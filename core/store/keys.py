@@ -68,6 +68,33 @@ class SessionKeys:
 
 
 @dataclass(frozen=True, slots=True)
+class SubjectKeys:
+    """A data subject's long-term memories in Redis: one slot, shared with a WAL shard."""
+
+    shard: int
+    # Hash: memory_id -> "<priority><pinned>|<json record>" for live memories; "-" for a
+    # forgotten one and "><merged id>" for one consolidation folded (kept for idempotency and
+    # so a re-warm from the store cannot bring them back); field "~" = the view is complete.
+    memories: str
+    # Hash: memory_id -> ms of its last recall (newer than the store's last_accessed).
+    accessed: str
+    # Hash: memory_id -> embedding vector (JSON) of the memory, filled by consolidation.
+    embeddings: str
+    wal: str
+    # Shard hash: memory_id -> "<tenant>/<subject_id>" while its remember is not yet durable,
+    # so forget(memory_id) finds a memory the store does not hold yet.
+    pending_ids: str
+    tenant_bytes: str
+    pressure: str
+    lease: str
+    tenant: str
+    subject_id: str
+
+    def all(self) -> list[str]:
+        return [self.memories, self.accessed, self.embeddings, self.lease]
+
+
+@dataclass(frozen=True, slots=True)
 class Keys:
     """Key builder for one deployment (prefix and shard count)."""
 
@@ -103,6 +130,32 @@ class Keys:
             tenant=tenant,
             session_id=session_id,
         )
+
+    def subject(self, tenant: str, subject_id: str) -> SubjectKeys:
+        # A subject's memories hash to a shard like a session named "@<subject_id>" would
+        # ('@' cannot start a session id, so no session shares these keys).
+        shard = shard_of(tenant, f"@{subject_id}", self.shards)
+        base = f"{self.tag(shard)}:m:{tenant}:{subject_id}"
+        return SubjectKeys(
+            shard=shard,
+            memories=f"{base}:mem",
+            accessed=f"{base}:acc",
+            embeddings=f"{base}:emb",
+            wal=self.wal(shard),
+            pending_ids=self.pending_memory_ids(shard),
+            tenant_bytes=self.tenant_bytes(shard),
+            pressure=self.pressure(shard),
+            lease=f"{base}:lease",
+            tenant=tenant,
+            subject_id=subject_id,
+        )
+
+    def pending_memory_ids(self, shard: int) -> str:
+        """Hash: memory_id -> "<tenant>/<subject_id>" of memories not yet durable."""
+        return f"{self.tag(shard)}:mids"
+
+    def all_pending_memory_ids(self) -> list[str]:
+        return [self.pending_memory_ids(shard) for shard in range(self.shards)]
 
     def wal(self, shard: int) -> str:
         return f"{self.tag(shard)}:wal"

@@ -32,6 +32,7 @@ def upgrade() -> None:
         sa.Column("access_count", sa.BigInteger, nullable=False, server_default="0"),
         sa.Column("last_accessed", sa.DateTime(timezone=True), nullable=True),
         sa.Column("superseded_by", sa.String(128), nullable=True),
+        sa.Column("examined_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("provenance", sa.JSON, nullable=True),
         sa.Column("ttl_s", sa.BigInteger, nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
