@@ -1,6 +1,7 @@
 """The shape of core/: packages by concern, imports in one direction, small modules.
 
     client ─▶ log ─▶ sessions ─▶ summaries ─▶ store      (models and errors: anyone)
+                 └──▶ memories ─┘
 
 A capability added later (memories, state, retention, backups) gets a package of its own and
 a line in ALLOWED.
@@ -19,7 +20,8 @@ ALLOWED = {
     "store": set(),
     "summaries": {"store"},
     "sessions": {"summaries", "store"},
-    "log": {"sessions", "store"},
+    "memories": {"summaries", "store"},
+    "log": {"sessions", "memories", "store"},
 }
 MAX_LINES = 400
 
