@@ -25,7 +25,7 @@ def test_context_adds_the_subjects_best_memories(client: MemoryClient) -> None:
     plain = client.context("chat-1")
     assert plain.memories == [] and plain.memory_tokens == 0
     found = client.context("chat-1", memories=5)
-    assert [m.memory_id for m in found.memories][0] == "veg"  # ranked against the user turn
+    assert found.memories[0].memory_id == "veg"  # ranked against the user turn
     assert {m.memory_id for m in found.memories} == {"veg", "band"}
     assert found.tokens == plain.tokens + found.memory_tokens > plain.tokens
     assert [m.memory_id for m in client.context("chat-1", memories=1).memories] == ["veg"]
