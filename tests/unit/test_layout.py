@@ -20,6 +20,7 @@ ALLOWED = {
     "summaries": {"store"},
     "sessions": {"summaries", "store"},
     "log": {"sessions", "store"},
+    "memories": {"summaries", "store"},
 }
 MAX_LINES = 400
 
