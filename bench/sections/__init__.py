@@ -15,6 +15,7 @@ from bench.sections import (
     durable_throughput,
     idle_cost,
     lag,
+    memory_similarity,
     network_hop,
     redis_memory,
     summarization,
@@ -30,5 +31,7 @@ SECTIONS: list[Section] = [
     lag.SECTION,
     summarization.SECTION,
     idle_cost.SECTION,
+    # No store: labelled pairs only.
+    memory_similarity.SECTION,
     # Later issues: erasure.SECTION, backups.SECTION
 ]
