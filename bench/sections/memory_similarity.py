@@ -106,6 +106,15 @@ def best_threshold(
     return best
 
 
+def auc(scores: Sequence[float], labels: Sequence[bool]) -> float:
+    """The chance that a random duplicate outscores a random non-duplicate (ties count half):
+    0.5 is a coin, 1.0 separates them at some threshold."""
+    positives = [score for score, label in zip(scores, labels, strict=True) if label]
+    negatives = [score for score, label in zip(scores, labels, strict=True) if not label]
+    wins = sum((p > n) + 0.5 * (p == n) for p in positives for n in negatives)
+    return wins / (len(positives) * len(negatives)) if positives and negatives else 0.5
+
+
 def precise_threshold(
     scores: Sequence[float], labels: Sequence[bool], *, precision: float = CHOSEN_PRECISION
 ) -> float:
@@ -169,6 +178,12 @@ def _method_figures(
         ),
         summarize(f"similarity.{key}.f1", f"{label}: F1 (report half)", "%", samples[f"{key}.f1"]),
         summarize(
+            f"similarity.{key}.auc",
+            f"{label}: P(paraphrase outscores look-alike) (report half)",
+            "x",
+            samples[f"{key}.auc"],
+        ),
+        summarize(
             f"similarity.{key}.threshold",
             f"{label}: configured threshold",
             "score",
@@ -209,6 +224,7 @@ def _measure(
     samples.add(f"{key}.precision", 100 * measured.precision)
     samples.add(f"{key}.recall", 100 * measured.recall)
     samples.add(f"{key}.f1", 100 * measured.f1)
+    samples.add(f"{key}.auc", auc(report_scores, [pair.duplicate for pair in report]))
     samples.add(
         f"{key}.tuned",
         precise_threshold(tune_scores, [pair.duplicate for pair in tune]),
