@@ -71,7 +71,7 @@ class Report:
 
 
 def fmt(value: float, unit: str) -> str:
-    if unit == "x":
+    if unit in ("x", "score"):
         return f"{value:.2f}"
     if abs(value) >= 1000:
         return f"{value:,.0f}"

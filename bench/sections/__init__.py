@@ -16,6 +16,7 @@ from bench.sections import (
     idle_cost,
     lag,
     memories,
+    memory_similarity,
     network_hop,
     redis_memory,
     summarization,
@@ -32,5 +33,7 @@ SECTIONS: list[Section] = [
     summarization.SECTION,
     idle_cost.SECTION,
     memories.SECTION,
+    # No store: labelled pairs only.
+    memory_similarity.SECTION,
     # Later issues: erasure.SECTION, backups.SECTION
 ]

@@ -85,7 +85,7 @@ class FakeOpenAI:
         self.default = Answer()
         self._address = (host, port)
         self._lock = threading.Lock()
-        self._script: list[Answer] = []
+        self._scripts: dict[str, list[Answer]] = {}
         self._log: list[LoggedRequest] = []
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -133,10 +133,11 @@ class FakeOpenAI:
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}/v1"
 
-    def script(self, *answers: Answer) -> None:
-        """Serve these answers to the next chat completion requests, in order."""
+    def script(self, *answers: Answer, path: str = "/v1/chat/completions") -> None:
+        """Serve these answers to the next requests to ``path`` (chat completions unless
+        told), in order."""
         with self._lock:
-            self._script.extend(answers)
+            self._scripts.setdefault(path, []).extend(answers)
 
     def requests(self, path: str = "/v1/chat/completions") -> list[LoggedRequest]:
         with self._lock:
@@ -166,7 +167,8 @@ class FakeOpenAI:
         authorized = (handler.headers.get("Authorization") or "").startswith("Bearer ")
         with self._lock:
             self._log.append(LoggedRequest(time.time(), path, body, authorized))
-            answer = self._script.pop(0) if self._script and path.endswith("/completions") else None
+            script = self._scripts.get(path)
+            answer = script.pop(0) if script else None
         answer = answer or self.default
         latency = self.latency_s if answer.latency_s is None else answer.latency_s
         if latency:
