@@ -11,6 +11,8 @@ Redis and the WAL (a second call); it never writes PostgreSQL.
 from __future__ import annotations
 
 import json
+import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -19,8 +21,9 @@ import redis
 from sqlalchemy import Engine, select
 
 from config.settings import Settings
-from core.errors import ValidationError
+from core.errors import ConfigurationError, TransientError, ValidationError
 from core.memories import ranking, view
+from core.memories.embeddings import Embedder, embedder_from_settings
 from core.memories.model import (
     validate_memory_content,
     validate_priority,
@@ -35,6 +38,8 @@ from core.store.db_errors import translate_errors
 from core.store.keys import Keys, SubjectKeys
 from core.store.redis_errors import redis_errors
 from core.store.scripts import Scripts
+
+log = logging.getLogger(__name__)
 
 RECALL_MAX_K = 1000
 # Embeds a recall's query when embeddings are configured (None: lexical relevance only).
@@ -60,6 +65,8 @@ class Memories:
         # Reached only on a cold subject and by forget/pin of a memory already durable.
         self._engine = engine
         self._embed_query = embed_query
+        if embed_query is None and settings.embeddings != "none":
+            self._embed_query = LazyQueryEmbedder(settings)
         budget = settings.tenant_backlog_budget_bytes
         self._tenant_budget = -(-budget // settings.shards) if budget else 0
 
@@ -189,8 +196,17 @@ class Memories:
         query_vector = None
         vectors: dict[str, list[float]] = {}
         if use_vectors and found.embeddings and self._embed_query is not None:
-            query_vector = self._embed_query(str(query))
-            vectors = {memory_id: json.loads(v) for memory_id, v in found.embeddings.items()}
+            try:
+                query_vector = self._embed_query(str(query))
+            except TransientError as exc:
+                # Recall still answers while the embeddings server is away: lexically.
+                log.warning("recall ranks lexically: the query embedding failed: %s", exc)
+            else:
+                vectors = {
+                    memory_id: vector
+                    for memory_id, raw in found.embeddings.items()
+                    if len(vector := json.loads(raw)) == len(query_vector)
+                }
         chosen = ranking.rank(
             candidates,
             query=query or None,
@@ -304,6 +320,24 @@ class Memories:
                     keys=script_keys, args=[*args, ttl, "1", *durable.flat()]
                 )
         return int(reply[0]) == 1
+
+
+class LazyQueryEmbedder:
+    """The configured embedder, built on the first recall with a query (a local model loads
+    in seconds; a client that never recalls with a query never pays for it)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._embedder: Embedder | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, query: str) -> Sequence[float]:
+        with self._lock:
+            if self._embedder is None:
+                self._embedder = embedder_from_settings(self._settings)
+        if self._embedder is None:
+            raise ConfigurationError("MEMSCRIBE_EMBEDDINGS is none")
+        return self._embedder.embed([query])[0]
 
 
 def _live_entries(values: dict[str, str]) -> list[ViewEntry]:

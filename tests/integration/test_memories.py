@@ -225,3 +225,29 @@ def test_remember_is_exactly_one_evalsha_and_recall_never_writes_the_store(
         client.close()
     finally:
         server.stop()
+
+
+def test_recall_ranks_by_embeddings_when_configured(
+    make_settings: Any, redis_client: Any, database_url: str, fake_openai: Any
+) -> None:
+    """With MEMSCRIBE_EMBEDDINGS=openai the query is embedded (the fake server) and compared
+    with the memories' vectors in the view; memories without one keep their lexical score."""
+    from core.memories.embeddings import embedder_from_settings
+
+    settings = make_settings(
+        database_url=database_url, embeddings="openai", embedding_base_url=fake_openai.url
+    )
+    client = MemoryClient(redis=redis_client, settings=settings)
+    client.remember("alice", "Alice sails on weekends", memory_id="sail")
+    client.remember("alice", "Alice collects stamps", memory_id="stamps")
+    embedder = embedder_from_settings(settings)
+    assert embedder is not None
+    keys = client.keys.subject("default", "alice")
+    [vector] = embedder.embed(["hobbies at sea"])
+    redis_client.hset(keys.embeddings, "sail", json.dumps(vector))
+    first = client.recall("alice", query="hobbies at sea")
+    assert first[0].memory_id == "sail"  # no shared word: only the vectors say so
+    assert len(fake_openai.requests("/v1/embeddings")) == 2  # the test's one and the query's
+    fake_openai.stop()  # the embeddings server goes away: recall still answers, lexically
+    assert {m.memory_id for m in client.recall("alice", query="stamps")} == {"sail", "stamps"}
+    client.close()
