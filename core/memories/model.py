@@ -39,9 +39,7 @@ def validate_priority(value: object, name: str = "priority") -> Priority:
     if isinstance(value, str) and value.upper() in Priority.__members__:
         return Priority[value.upper()]
     shown = value if not isinstance(value, str) or len(value) <= 40 else value[:40] + "..."
-    raise ValidationError(
-        name, f"must be one of {', '.join(Priority.__members__)}; got {shown!r}"
-    )
+    raise ValidationError(name, f"must be one of {', '.join(Priority.__members__)}; got {shown!r}")
 
 
 def validate_tags(value: object, *, max_tags: int, name: str = "tags") -> tuple[str, ...]:
@@ -54,9 +52,7 @@ def validate_tags(value: object, *, max_tags: int, name: str = "tags") -> tuple[
         raise ValidationError(name, f"holds {len(tags)} tags; the limit is {max_tags}")
     for index, tag in enumerate(tags):
         if not isinstance(tag, str):
-            raise ValidationError(
-                f"{name}[{index}]", f"must be a string, got {type(tag).__name__}"
-            )
+            raise ValidationError(f"{name}[{index}]", f"must be a string, got {type(tag).__name__}")
         if not TAG_PATTERN.fullmatch(tag):
             shown = tag if len(tag) <= 40 else tag[:40] + "..."
             raise ValidationError(f"{name}[{index}]", f"must be {TAG_RULE}; got {shown!r}")

@@ -19,7 +19,8 @@ ALLOWED = {
     "store": set(),
     "summaries": {"store"},
     "sessions": {"summaries", "store"},
-    "log": {"sessions", "store"},
+    "memories": {"summaries", "store"},
+    "log": {"sessions", "memories", "store"},
 }
 MAX_LINES = 400
 
