@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+import time
 from typing import Any
 
 import pytest
@@ -203,7 +203,7 @@ def test_a_spent_budget_skips_llm_merges_but_not_exact_ones(
     seed(engine, TENANT, "u1", [Seed(t) for t in NEAR] + [Seed("x y z"), Seed("X Y Z.")])
     budgets = Budgets(redis_client, Keys.of(llm_settings), llm_settings)
     budgets.set_budget(TENANT, 10)
-    budgets.record(TENANT, prompt_tokens=10, completion_tokens=0, now_s=datetime.now(UTC).timestamp())
+    budgets.record(TENANT, prompt_tokens=10, completion_tokens=0, now_s=time.time())
     report = consolidator(redis_client, engine, llm_settings).consolidate_due()
     assert report.skipped["budget"] == 1 and (report.merged, report.exact) == (1, 1)
     assert fake_llm.requests() == []
