@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -258,7 +258,7 @@ def test_a_change_during_the_llm_call_rolls_the_merge_back(
 def test_a_subject_whose_newest_change_is_not_durable_waits(
     redis_client: redis.Redis, engine: sa.Engine, llm_settings: Settings
 ) -> None:
-    """"^" names a WAL entry the drainers have not acknowledged: skip the subject."""
+    """ "^" names a WAL entry the drainers have not acknowledged: skip the subject."""
     seed(engine, TENANT, "u1", [Seed("x y z"), Seed("x y z")])
     keys = Keys.of(llm_settings).subject(TENANT, "u1")
     entry = redis_client.xadd(keys.wal, {"d": "{}"})
