@@ -92,6 +92,9 @@ class Settings(BaseSettings):
     memory_ttl_medium_s: int = Field(default=180 * 24 * 3600, ge=0)
     memory_ttl_high_s: int = Field(default=365 * 24 * 3600, ge=0)
     memory_ttl_critical_s: int = Field(default=0, ge=0)
+    # context(memories=k): tokens the memories may take; past it lower priorities go first
+    # and CRITICAL ones are kept whatever they cost.
+    memory_context_tokens: int = Field(default=1000, ge=0)
     # Near-duplicate detection: "none" uses the local lexical similarity only; "openai" any
     # OpenAI-compatible /v1/embeddings (embedding_base_url, else openai_base_url); "local" the
     # MiniLM embedder of the `local-embeddings` extra.

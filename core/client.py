@@ -11,7 +11,8 @@ drainer enqueues the summary once that entry is durable.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import redis
@@ -19,19 +20,24 @@ from sqlalchemy import Engine
 
 from config.settings import Settings, get_settings
 from core.errors import ConfigurationError, ValidationError
+from core.log import context as session_context
 from core.log.appender import Appender
+from core.memories.context import fit_budget
+from core.memories.context import last_user_text as _last_user_text
+from core.memories.service import Memories
 from core.models import (
     MEMORY_SETTING_FIELDS,
     AppendResult,
     Context,
+    Memory,
     MemoryStats,
+    Priority,
     SessionMemorySettings,
     memory_defaults,
-    micros_to_datetime,
     validate_id,
 )
 from core.sessions import settings as session_settings
-from core.store.codec import decode_buffer_item
+from core.sessions import stats as session_stats
 from core.store.connections import redis_client
 from core.store.connections import redis_from_url as redis_from_url  # re-exported: tests, scripts
 from core.store.db import make_engine
@@ -74,6 +80,9 @@ class MemoryClient:
             settings=settings,
             tokens=self.tokens,
             engine=lambda: self.engine,
+        )
+        self._memories = Memories(
+            redis=redis, scripts=self.scripts, settings=settings, engine=lambda: self.engine
         )
 
     @classmethod
@@ -155,53 +164,116 @@ class MemoryClient:
             validate_id("subject_id", subject_id)
         return self.keys.session(tenant, session_id)
 
-    def context(self, session_id: str, *, tenant: str = "default") -> Context:
+    def context(self, session_id: str, *, tenant: str = "default", memories: int = 0) -> Context:
         """The session's summary and the buffered messages after it, in one Redis round trip.
 
         When Redis has nothing for the session (expired, evicted, a restart without AOF), the
         durable store answers (the latest summary and the newest messages after it, within the
         buffer caps) and Redis is re-warmed so the next call is a hit.
+
+        ``memories=k`` adds the top k long-term memories of the session's subject (ranked
+        against the newest user message) that fit ``MEMSCRIBE_MEMORY_CONTEXT_TOKENS``: lower
+        priorities go first, CRITICAL ones are always kept. The subject's memories live in
+        their own slot: this costs a second Redis call and a third that counts the recall.
         """
+        found = self._context(session_id, tenant)
+        if isinstance(memories, bool) or not isinstance(memories, int) or memories < 0:
+            raise ValidationError("memories", f"must be an integer >= 0, got {memories!r}")
+        if not memories or found[1] is None:
+            return found[0]
+        chosen = fit_budget(
+            self._memories.recall(
+                found[1], tenant=tenant, query=_last_user_text(found[0]), k=memories
+            ),
+            budget=self.settings.memory_context_tokens,
+            count=self.tokens.count,
+        )
+        used = sum(tokens for _, tokens in chosen)
+        return replace(
+            found[0],
+            memories=[memory for memory, _ in chosen],
+            memory_tokens=used,
+            tokens=found[0].tokens + used,
+        )
+
+    def _context(self, session_id: str, tenant: str) -> tuple[Context, str | None]:
+        """The context and the session's subject."""
         validate_id("tenant", tenant)
         validate_id("session_id", session_id)
-        keys = self.keys.session(tenant, session_id)
-        with redis_errors():
-            found = self.scripts.context(keys=[keys.meta, keys.buffer])
-        if found:
-            flat, items = found
-            meta = dict(zip(flat[::2], flat[1::2], strict=True))
-            messages = [decode_buffer_item(item) for item in items]
-            covered = int(meta.get("cov", 0))
-            last = int(meta.get("seq", 0))
-            first = messages[0].seq if messages else last + 1
-            summary_tokens = int(meta.get("stok", 0)) if "summary" in meta else 0
-            return Context(
-                messages=messages,
-                summary=meta.get("summary"),
-                tokens=summary_tokens + int(meta.get("tok", 0)),
-                summary_tokens=summary_tokens,
-                covers_through_seq=covered,
-                omitted_messages=max(0, first - covered - 1),
-            )
-        return self._read_through(tenant=tenant, session_id=session_id)
-
-    def _read_through(self, *, tenant: str, session_id: str) -> Context:
-        keys = self.keys.session(tenant, session_id)
-        durable = self._appender.durable(keys)
-        if durable is None:
-            return Context()
-        self._appender.restore(keys, durable)
-        summary = durable.summary
-        summary_tokens = summary.tokens if summary else 0
-        return Context(
-            messages=durable.messages,
-            summary=summary.text if summary else None,
-            tokens=summary_tokens + sum(message.tokens for message in durable.messages),
-            from_durable_store=True,
-            summary_tokens=summary_tokens,
-            covers_through_seq=summary.covers_through_seq if summary else 0,
-            omitted_messages=durable.unsummarized_messages - len(durable.messages),
+        return session_context.read(
+            self.scripts, self._appender, self.keys.session(tenant, session_id)
         )
+
+    # --- long-term memories (docs/memories.md) -------------------------------------------
+
+    def remember(
+        self,
+        subject_id: str,
+        content: str,
+        *,
+        tenant: str = "default",
+        priority: str | Priority = "MEDIUM",
+        tags: Iterable[str] = (),
+        ttl_s: int | None = None,
+        source: Mapping[str, Any] | str | None = None,
+        memory_id: str | None = None,
+        pinned: bool = False,
+    ) -> str:
+        """Keep a fact or preference about a data subject beyond any session; returns its id.
+
+        One Redis round trip (the subject's view and the WAL); recallable at once, durable
+        shortly after. Idempotent on ``memory_id``. ``priority``: LOW, MEDIUM, HIGH or
+        CRITICAL (consolidation never touches CRITICAL or pinned memories). ``ttl_s``: decay
+        after the last recall (default: the priority's, ``MEMSCRIBE_MEMORY_TTL_*``).
+        ``source``: ``{"session_id", "from_seq", "to_seq"}``. Raises ``ValidationError``
+        (nothing written) for bad input, ``BackpressureError`` like ``append``.
+        """
+        memory, _duplicate = self._memories.remember(
+            subject_id,
+            content,
+            tenant=tenant,
+            priority=priority,
+            tags=tags,
+            ttl_s=ttl_s,
+            source=source,
+            memory_id=memory_id,
+            pinned=pinned,
+        )
+        return memory
+
+    def recall(
+        self,
+        subject_id: str,
+        *,
+        tenant: str = "default",
+        query: str | None = None,
+        tags: Iterable[str] | None = None,
+        min_priority: str | Priority | None = None,
+        k: int = 10,
+    ) -> list[Memory]:
+        """The subject's ``k`` best live memories (never superseded, forgotten or decayed):
+        ranked by relevance to ``query``, then priority and recency. ``tags``: only memories
+        with all of them. Reads Redis only (a cold subject once from the store); the access
+        is counted in Redis and reaches the store through the WAL."""
+        return self._memories.recall(
+            subject_id, tenant=tenant, query=query, tags=tags, min_priority=min_priority, k=k
+        )
+
+    def forget(self, memory_id: str, *, tenant: str | None = None) -> bool:
+        """Forget a memory: gone from recall now, from the store once drained. A merged
+        memory goes with the sources it folded; a source takes the merged memories that hold
+        its content with it (their other sources come back). False when there is none."""
+        return self._memories.forget(memory_id, tenant=tenant)
+
+    def pin(self, memory_id: str, *, pinned: bool = True, tenant: str | None = None) -> bool:
+        """Pin (or unpin) a memory: consolidation never touches it and it never decays."""
+        return self._memories.update(memory_id, tenant=tenant, pinned=pinned)
+
+    def set_priority(
+        self, memory_id: str, priority: str | Priority, *, tenant: str | None = None
+    ) -> bool:
+        """Change a live memory's priority; False when there is no such memory."""
+        return self._memories.update(memory_id, tenant=tenant, priority=priority)
 
     # --- summaries ---------------------------------------------------------------------------
 
@@ -267,7 +339,7 @@ class MemoryClient:
             )
         keys = self.keys.session(tenant, session_id)
         stamp = self._request(keys, "request")
-        if stamp == -1 and self.context(session_id, tenant=tenant).from_durable_store:
+        if stamp == -1 and self._context(session_id, tenant)[0].from_durable_store:
             stamp = self._request(keys, "request")  # re-warmed from the durable store
         if stamp <= 0:
             return False
@@ -296,63 +368,11 @@ class MemoryClient:
         """
         validate_id("tenant", tenant)
         validate_id("session_id", session_id)
-        keys = self.keys.session(tenant, session_id)
-        with redis_errors(), self.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(keys.meta)
-            pipe.llen(keys.buffer)
-            pipe.hgetall(keys.config)
-            meta, length, config = pipe.execute()
-        effective = self.memory_defaults.with_overrides(config)
-        if meta:
-            until = int(meta.get("pend", 0))
-            at_ms = int(meta.get("sat", 0))
-            return MemoryStats(
-                in_redis=True,
-                last_seq=int(meta.get("seq", 0)),
-                buffered_messages=int(length),
-                buffered_tokens=int(meta.get("tok", 0)),
-                unsummarized_tokens=int(meta.get("utok", 0)),
-                covers_through_seq=int(meta.get("cov", 0)),
-                summary_count=int(meta.get("nsum", 0)),
-                summary_tokens=int(meta.get("stok", 0)),
-                last_summary_at=micros_to_datetime(at_ms * 1000) if at_ms else None,
-                summary_pending=until > 0,
-                crossings=int(meta.get("xc", 0)),
-                requests=int(meta.get("rq", 0)),
-                settings=effective,
-            )
-        durable = self._appender.durable(keys)
-        if durable is None:
-            return MemoryStats(
-                in_redis=False,
-                last_seq=0,
-                buffered_messages=0,
-                buffered_tokens=0,
-                unsummarized_tokens=0,
-                covers_through_seq=0,
-                summary_count=0,
-                summary_tokens=0,
-                last_summary_at=None,
-                summary_pending=False,
-                crossings=0,
-                requests=0,
-                settings=effective,
-            )
-        latest = durable.summary
-        return MemoryStats(
-            in_redis=False,
-            last_seq=durable.last_seq,
-            buffered_messages=0,
-            buffered_tokens=0,
-            unsummarized_tokens=durable.unsummarized_tokens,
-            covers_through_seq=latest.covers_through_seq if latest else 0,
-            summary_count=durable.summary_count,
-            summary_tokens=latest.tokens if latest else 0,
-            last_summary_at=latest.created_at if latest else None,
-            summary_pending=False,
-            crossings=0,
-            requests=0,
-            settings=self.memory_defaults.with_overrides(config or durable.settings),
+        return session_stats.memory_stats(
+            self.redis,
+            self.keys.session(tenant, session_id),
+            defaults=self.memory_defaults,
+            load_durable=self._appender.durable,
         )
 
     def set_daily_token_budget(self, tenant: str, daily_tokens: int | None) -> None:

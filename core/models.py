@@ -6,6 +6,7 @@ Redis, so rejected input leaves no trace.
 
 from __future__ import annotations
 
+import enum
 import json
 import math
 import os
@@ -72,6 +73,45 @@ class Context:
     summary_tokens: int = 0
     covers_through_seq: int = 0
     omitted_messages: int = 0
+    # context(memories=k): the subject's most relevant long-term memories that fit the
+    # memory budget (CRITICAL ones always), and their tokens (included in ``tokens``).
+    memories: list[Memory] = field(default_factory=list)
+    memory_tokens: int = 0
+
+
+class Priority(enum.IntEnum):
+    """How much a memory matters. Consolidation never merges, rewrites, supersedes or expires
+    a CRITICAL memory; when a context budget is short, lower priorities go first."""
+
+    LOW = 1
+    MEDIUM = 2
+    HIGH = 3
+    CRITICAL = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Memory:
+    """One live memory, as ``recall`` returns it (``score``: its rank, higher first)."""
+
+    memory_id: str
+    content: str
+    priority: str
+    tags: tuple[str, ...]
+    subject_id: str
+    tenant: str
+    pinned: bool = False
+    created_at: datetime | None = None
+    last_accessed: datetime | None = None
+    access_count: int = 0
+    ttl_s: int | None = None
+    provenance: dict[str, Any] | None = None
+    score: float = 0.0
+    # Ids of the memories consolidation folded into this one (empty for an original).
+    merged_from: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def level(self) -> Priority:
+        return Priority[self.priority]
 
 
 # SessionMemorySettings field -> its field in the session's config hash (read by append.lua).

@@ -31,6 +31,7 @@ from config.settings import Settings, _with_db  # noqa: E402
 from core.client import MemoryClient, redis_from_url  # noqa: E402
 from core.log.drainer import Drainer  # noqa: E402
 from core.store.db import make_engine, migrate  # noqa: E402
+from core.store.db import metadata as db_metadata  # noqa: E402
 from worker import processes  # noqa: E402
 
 REDIS_URL = os.environ.get("MEMSCRIBE_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
@@ -75,12 +76,13 @@ def pg_url() -> str:
 
 def _truncate(url: str) -> None:
     engine = make_engine(url)
+    tables = ", ".join(table.name for table in db_metadata.sorted_tables)
     with engine.begin() as connection:
         if connection.dialect.name == "postgresql":
-            connection.execute(sa.text("TRUNCATE messages, sessions, summaries, llm_usage"))
+            connection.execute(sa.text(f"TRUNCATE {tables}"))
         else:
-            for table in ("messages", "sessions", "summaries", "llm_usage"):
-                connection.execute(sa.text(f"DELETE FROM {table}"))
+            for table in db_metadata.sorted_tables:
+                connection.execute(sa.text(f"DELETE FROM {table.name}"))
     engine.dispose()
 
 

@@ -30,24 +30,34 @@ class Drained:
     session_id: str
     seq: int
     body_bytes: int
+    # A remembered memory's id: it leaves the shard's index of memories not yet durable.
+    memory_id: str = ""
 
 
 def settle(scripts: Scripts, keys: Keys, shard: int, drained: Iterable[Drained]) -> None:
     """Clear the high water of sessions whose newest entry drained; return tenants' bytes."""
     highest: dict[str, int] = {}
     held: dict[str, int] = {}
+    memory_ids: list[str] = []
     for entry in drained:
-        member = f"{entry.tenant}/{entry.session_id}"
-        highest[member] = max(highest.get(member, 0), entry.seq)
+        if entry.session_id:
+            member = f"{entry.tenant}/{entry.session_id}"
+            highest[member] = max(highest.get(member, 0), entry.seq)
+        if entry.memory_id:
+            memory_ids.append(entry.memory_id)
         held[entry.tenant] = held.get(entry.tenant, 0) + entry.body_bytes
-    if not highest:
+    if not held:
         return
-    args: list[str | int] = [len(highest)]
+    args: list[str | int] = [len(highest), len(held)]
     for member, seq in highest.items():
         args += [member, seq]
     for tenant, size in held.items():
         args += [tenant, size]
-    scripts.settle(keys=[keys.high_water(shard), keys.tenant_bytes(shard)], args=args)
+    args += memory_ids
+    scripts.settle(
+        keys=[keys.high_water(shard), keys.tenant_bytes(shard), keys.pending_memory_ids(shard)],
+        args=args,
+    )
 
 
 def _memory_ratio(client: redis.Redis) -> float:

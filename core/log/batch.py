@@ -12,7 +12,8 @@ from core.errors import PermanentError
 from core.log.backpressure import Drained
 from core.log.entries import Decoder, Known, Malformed, Unknown, sort_entry
 from core.log.report import DrainReport, Entry
-from core.log.repository import persist_messages
+from core.log.repository import MessageRow, persist_messages
+from core.memories.wal import MemoryRow, RememberRow
 
 log = logging.getLogger(__name__)
 # WAL entry field set by the append script when the session crossed its summary trigger.
@@ -53,7 +54,8 @@ def persist_batch(
             decoded.append((entry, found))
             size = len(entry[1].get(b"d", b""))
             row = found.row
-            report.drained.append(Drained(row.tenant, row.session_id, row.seq, size))
+            pending = row.memory_id if isinstance(row, RememberRow) else ""
+            report.drained.append(Drained(row.tenant, row.session_id, row.seq, size, pending))
     offenders += _persist_isolating(engine, decoded, report)
     report.dead_lettered = len(offenders)
     return report, offenders
@@ -64,8 +66,15 @@ def _persist_isolating(
 ) -> list[tuple[Entry, str]]:
     if not items:
         return []
+    rows: list[MessageRow] = []
+    memory_rows: list[MemoryRow] = []
+    for _, known in items:
+        if isinstance(known.row, MessageRow):
+            rows.append(known.row)
+        else:
+            memory_rows.append(known.row)
     try:
-        inserted = persist_messages(engine, [known.row for _, known in items])
+        inserted = persist_messages(engine, rows, memory_rows)
     except PermanentError as exc:
         if len(items) == 1:
             log.warning("dead-lettering WAL entry %s: %s", items[0][0][0], exc)
@@ -78,6 +87,6 @@ def _persist_isolating(
     report.persisted += inserted
     report.skipped += len(items) - inserted
     for _, known in items:
-        if known.fields.get(SUMMARIZE_FLAG) == "1":
+        if known.fields.get(SUMMARIZE_FLAG) == "1" and isinstance(known.row, MessageRow):
             report.summarize.add((known.row.tenant, known.row.session_id))
     return []

@@ -11,7 +11,7 @@ each entry one of three fates:
 - ``Malformed``: bytes that are not UTF-8, a missing field, a wrong type, bad JSON: no worker
   will ever decode it; dead-lettered raw, so an operator can look at it.
 
-Later kinds (memories, agent state) add a decoder to ``DECODERS``.
+Later kinds add a decoder to ``DECODERS``: memories (``r``, ``u``, ``a``; ``core/memories/wal.py``).
 """
 
 from __future__ import annotations
@@ -25,13 +25,16 @@ from typing import Any
 
 from core.errors import PermanentError
 from core.log.repository import MessageRow
+from core.memories import wal as memory_wal
+from core.memories.wal import MemoryRow
 from core.models import micros_to_datetime
 
 MESSAGE = ("m", "1")
 KIND_SHAPE = re.compile(r"[a-z]{1,8}")
 VERSION_SHAPE = re.compile(r"[1-9][0-9]{0,3}")
 RawFields = Mapping[bytes, bytes]
-Decoder = Callable[[dict[str, str]], MessageRow]
+Row = MessageRow | MemoryRow
+Decoder = Callable[[dict[str, str]], Row]
 
 
 def decode_message(fields: dict[str, str]) -> MessageRow:
@@ -76,13 +79,13 @@ def _object(value: Any) -> dict[str, Any] | None:
     return value
 
 
-DECODERS: dict[tuple[str, str], Decoder] = {MESSAGE: decode_message}
+DECODERS: dict[tuple[str, str], Decoder] = {MESSAGE: decode_message, **memory_wal.DECODERS}
 
 
 @dataclass(frozen=True, slots=True)
 class Known:
     kind: tuple[str, str]
-    row: MessageRow
+    row: Row
     fields: dict[str, str]
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, func
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from core.memories.wal import MemoryRow, apply_memory_rows
 from core.store.db import messages, sessions
 from core.store.db_errors import translate_errors
 
@@ -175,15 +176,23 @@ def _upsert_sessions_sqlite(connection: Connection, rows: Sequence[MessageRow]) 
     )
 
 
-def persist_messages(engine: Engine, rows: Sequence[MessageRow]) -> int:
-    """Write ``rows`` and their sessions in one transaction; returns rows newly inserted.
+def persist_messages(
+    engine: Engine, rows: Sequence[MessageRow], memory_rows: Sequence[MemoryRow] = ()
+) -> int:
+    """Write ``rows`` and their sessions, and apply ``memory_rows`` in order, in one
+    transaction; returns rows newly inserted or changed.
 
     Idempotent on ``message_id``: a batch that is replayed after a crash inserts nothing twice.
     """
-    if not rows:
+    if not rows and not memory_rows:
         return 0
+    inserted = 0
     with translate_errors(), engine.begin() as connection:
-        if connection.dialect.name == "postgresql":
-            return _persist_postgres(connection, rows)
-        _upsert_sessions_sqlite(connection, rows)
-        return _insert_messages_sqlite(connection, rows)
+        if rows and connection.dialect.name == "postgresql":
+            inserted = _persist_postgres(connection, rows)
+        elif rows:
+            _upsert_sessions_sqlite(connection, rows)
+            inserted = _insert_messages_sqlite(connection, rows)
+        if memory_rows:
+            inserted += apply_memory_rows(connection, memory_rows)
+    return inserted

@@ -35,17 +35,18 @@ from core.memories.lineage import MergedMemory, StoredMemory, SupersededTwice
 from core.memories.merge import Merger, MergeText, guard, merger_from_settings
 from core.memories.report import ConsolidationReport
 from core.memories.similarity import clusters, lexical_similarity
+from core.memories.view import warm
 from core.memories.view_merge import (
     SubjectLease,
     ViewScripts,
     is_durable,
     newest_change,
-    warm,
 )
 from core.models import new_message_id
 from core.store.db_errors import translate_errors
 from core.store.keys import Keys, SubjectKeys
 from core.store.redis_errors import redis_errors
+from core.store.scripts import Scripts
 from core.summaries.budget import Budgets
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ class Consolidator:
             embedder_from_settings(settings) if isinstance(embedder, str) else embedder
         )
         self.scripts = ViewScripts.register(redis)
+        self.store_scripts = Scripts.register(redis)
         self.budgets = Budgets(redis, self.keys, settings)
 
     # --- passes ------------------------------------------------------------------------------
@@ -131,8 +133,13 @@ class Consolidator:
             with redis_errors():
                 complete, newest = newest_change(self.redis, keys)
                 if not complete:
-                    with translate_errors():
-                        warm(self.redis, self.engine, keys, ttl_s=self.settings.memory_cache_ttl_s)
+                    warm(
+                        self.redis,
+                        self.store_scripts,
+                        self.engine,
+                        keys,
+                        ttl_s=self.settings.memory_cache_ttl_s,
+                    )
                     complete, newest = newest_change(self.redis, keys)
                 if not is_durable(self.redis, keys, newest):
                     report.skipped["waiting"] += 1

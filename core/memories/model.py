@@ -7,30 +7,19 @@ is sent to Redis, so rejected input leaves no trace.
 
 from __future__ import annotations
 
-import enum
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from core.errors import ValidationError
-from core.models import validate_content, validate_id
+from core.models import Memory, Priority, validate_content, validate_id
+
+__all__ = ["Memory", "Priority"]
 
 TAG_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,63}")
 TAG_RULE = "1-64 characters of A-Z a-z 0-9 . _ : / @ + -, starting with a letter or digit"
 TTL_MAX_S = 100 * 365 * 24 * 3600
 SOURCE_FIELDS = ("session_id", "from_seq", "to_seq")
-
-
-class Priority(enum.IntEnum):
-    """How much a memory matters. Consolidation never merges, rewrites, supersedes or expires
-    a CRITICAL memory; when a context budget is short, lower priorities go first."""
-
-    LOW = 1
-    MEDIUM = 2
-    HIGH = 3
-    CRITICAL = 4
 
 
 def validate_priority(value: object, name: str = "priority") -> Priority:
@@ -96,33 +85,13 @@ def validate_source(value: object) -> dict[str, Any] | None:
     return checked or None
 
 
-def validate_memory_content(value: object, *, max_bytes: int) -> str:
-    content = validate_content(value, max_bytes=max_bytes)
+def validate_memory_content(value: object, *, max_bytes: int, name: str = "content") -> str:
+    try:
+        content = validate_content(value, max_bytes=max_bytes)
+    except ValidationError as exc:
+        if name == "content":
+            raise
+        raise ValidationError(name, str(exc).split(": ", 1)[1]) from None
     if not content.strip():
-        raise ValidationError("content", "must not be empty or only whitespace")
+        raise ValidationError(name, "must not be empty or only whitespace")
     return content
-
-
-@dataclass(frozen=True, slots=True)
-class Memory:
-    """One live memory, as ``recall`` returns it (``score``: its rank, higher first)."""
-
-    memory_id: str
-    content: str
-    priority: str
-    tags: tuple[str, ...]
-    subject_id: str
-    tenant: str
-    pinned: bool = False
-    created_at: datetime | None = None
-    last_accessed: datetime | None = None
-    access_count: int = 0
-    ttl_s: int | None = None
-    provenance: dict[str, Any] | None = None
-    score: float = 0.0
-    # Ids of the memories consolidation folded into this one (empty for an original).
-    merged_from: tuple[str, ...] = field(default_factory=tuple)
-
-    @property
-    def level(self) -> Priority:
-        return Priority[self.priority]

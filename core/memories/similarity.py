@@ -13,15 +13,15 @@ import unicodedata
 from collections.abc import Callable
 from typing import Protocol
 
-_SPACE = re.compile(r"\s+")
-_EDGE_PUNCT = re.compile(r"^[\W_]+|[\W_]+$")
+# Punctuation at the edges of words (main's placeholder rule, so hashes agree with remember).
+_EDGE = re.compile(r"(?<!\S)[^\w\s]+|[^\w\s]+(?!\S)")
 _WORD = re.compile(r"\w+")
 
 
 def normalize(text: str) -> str:
     """Case-folded NFKC text with whitespace collapsed and edge punctuation stripped."""
     folded = unicodedata.normalize("NFKC", text).casefold()
-    return _EDGE_PUNCT.sub("", _SPACE.sub(" ", folded).strip())
+    return " ".join(_EDGE.sub("", folded).split())
 
 
 def content_hash(text: str) -> str:

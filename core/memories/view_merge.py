@@ -2,8 +2,8 @@
 the view values of stored memories, and the compare-and-set scripts that make the view follow
 a merge (``core/lua/memory_merge.lua``, ``memory_unmerge.lua``).
 
-``warm`` here is a minimal warm-up (the view from the durable store, written only into a cold
-view); ``core.memories.view`` on main owns the real one.
+A cold view is warmed by ``core.memories.view.warm`` first, so the view always exists while a
+merge runs.
 """
 
 from __future__ import annotations
@@ -15,11 +15,9 @@ from typing import Any
 
 import redis
 from redis.commands.core import Script
-from sqlalchemy import Engine, select
 
 from core.memories import records
-from core.memories.lineage import MergedMemory, StoredMemory, from_row
-from core.store.db import memories
+from core.memories.lineage import MergedMemory, StoredMemory
 from core.store.keys import CONSUMER_GROUP, SubjectKeys
 from core.store.scripts import lua_source
 
@@ -68,27 +66,6 @@ def merged_value(merged: MergedMemory) -> str:
         merged_from=merged.source_ids,
     )
     return records.live_value(merged.priority, False, record)
-
-
-def warm(client: redis.Redis, engine: Engine, keys: SubjectKeys, *, ttl_s: int) -> bool:
-    """Fill a cold view from the durable store (False: it was warm already). Only fields the
-    view lacks are written, in one MULTI, so a change that arrived meanwhile is kept."""
-    if client.hexists(keys.memories, records.COMPLETE):
-        return False
-    with engine.connect() as connection:
-        rows = connection.execute(
-            select(memories).where(
-                memories.c.tenant == keys.tenant, memories.c.subject_id == keys.subject_id
-            )
-        )
-        stored = [from_row(row) for row in rows]
-    with client.pipeline(transaction=True) as pipe:
-        for memory in stored:
-            pipe.hsetnx(keys.memories, memory.memory_id, stored_value(memory))
-        pipe.hsetnx(keys.memories, records.COMPLETE, "1")
-        pipe.expire(keys.memories, ttl_s)
-        pipe.execute()
-    return True
 
 
 def _stream_id(value: str) -> tuple[int, int]:

@@ -30,6 +30,10 @@ class Scripts:
     summary_commit: Script
     summary_end: Script
     summary_request: Script
+    remember: Script
+    memory_change: Script
+    memory_touch: Script
+    memory_warm: Script
 
     @classmethod
     def register(cls, client: redis.Redis, *, preload: bool = True) -> Scripts:

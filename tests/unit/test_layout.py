@@ -1,6 +1,7 @@
 """The shape of core/: packages by concern, imports in one direction, small modules.
 
     client ─▶ log ─▶ sessions ─▶ summaries ─▶ store      (models and errors: anyone)
+                 └──▶ memories ─┘
 
 A capability added later (memories, state, retention, backups) gets a package of its own and
 a line in ALLOWED.
