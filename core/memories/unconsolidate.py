@@ -40,11 +40,11 @@ class Unconsolidated:
 
 
 def unconsolidate(
-    *,
     redis: redis.Redis,
     engine: Engine,
     settings: Settings,
     memory_id: str,
+    *,
     tenant: str | None = None,
 ) -> Unconsolidated:
     """Restore the sources of the merged memory ``memory_id`` and delete it.
