@@ -64,8 +64,8 @@ def unconsolidate(
     if merged.superseded_by is not None:
         raise ValidationError(
             "memory_id",
-            f"{memory_id} was merged again into {merged.superseded_by}; unconsolidate "
-            f"{merged.superseded_by} first",
+            f"{memory_id} is folded into {merged.superseded_by} (a later merge); "
+            f"unconsolidate {merged.superseded_by} first",
         )
     keys = Keys.of(settings).subject(merged.tenant, merged.subject_id)
     scripts = ViewScripts.register(redis)
