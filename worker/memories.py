@@ -53,7 +53,9 @@ def cmd_consolidate(settings: Settings, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     else:
-        console.print(f"consolidation with {consolidator.merger.method}: {_summary(report)}")
+        console.print(
+            f"consolidation with {consolidator.merger.method}: {_summary(report)}", soft_wrap=True
+        )
     failed = report.skipped.get("failed", 0) + report.skipped.get("unavailable", 0)
     return 1 if failed else 0
 

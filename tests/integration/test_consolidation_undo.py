@@ -100,7 +100,7 @@ def test_unconsolidate_refuses_what_it_cannot_undo(client: MemoryClient, drainer
     assert consolidate(client).consolidate_due().merged == 1
     second = rows(client.engine)[first]["superseded_by"]
     assert second and rows(client.engine)[newer]["superseded_by"] == second
-    with pytest.raises(ValidationError, match="unconsolidate .* first"):
+    with pytest.raises(ValidationError, match=r"unconsolidate .* first"):
         client.unconsolidate(first)
     with pytest.raises(ValidationError, match="not a merged memory"):
         client.unconsolidate(plain)
