@@ -76,7 +76,7 @@ def prepare_database(url: str) -> None:
 
 def truncate(engine: Engine) -> None:
     with engine.begin() as connection:
-        connection.execute(sa.text("TRUNCATE messages, sessions"))
+        connection.execute(sa.text("TRUNCATE messages, sessions, memories, memory_lineage"))
 
 
 def count_rows(engine: Engine, tenant: str) -> int:

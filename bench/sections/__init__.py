@@ -15,6 +15,7 @@ from bench.sections import (
     durable_throughput,
     idle_cost,
     lag,
+    memories,
     network_hop,
     redis_memory,
     summarization,
@@ -30,5 +31,6 @@ SECTIONS: list[Section] = [
     lag.SECTION,
     summarization.SECTION,
     idle_cost.SECTION,
+    memories.SECTION,
     # Later issues: erasure.SECTION, backups.SECTION
 ]

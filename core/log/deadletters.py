@@ -113,6 +113,8 @@ def _wal_dead_letter(shard: int, entry_id: str, raw: RawFields) -> DeadLetter:
             "session_id": record.get("s"),
             "seq": int(raw.get(b"q", b"0").decode()),
         }
+        if record.get("sub") is not None and record.get("s") is None:
+            detail["subject_id"] = record["sub"]  # a memory's entry (kind r): no session
     except (ValueError, AttributeError, TypeError):
         detail["unparsable"] = True
     if meta("raw") == "1" or detail.get("unparsable"):

@@ -83,23 +83,34 @@ def live_candidates(
     return found
 
 
+@lru_cache(maxsize=131_072)
+def _document(entry: ViewEntry) -> tuple[Counter[str], int]:
+    """A memory's terms (content and tags) counted, and how many there are."""
+    words = terms(entry.record["c"] + " " + " ".join(entry.record.get("tags") or ()))
+    return Counter(words), len(words)
+
+
 def _lexical(query: str, candidates: Sequence[Candidate]) -> list[float]:
     wanted = set(terms(query))
     if not wanted or not candidates:
         return [0.0] * len(candidates)
-    documents = [
-        terms(c.entry.record["c"] + " " + " ".join(c.entry.record.get("tags") or ()))
-        for c in candidates
-    ]
-    average = sum(len(d) for d in documents) / len(documents) or 1.0
-    frequency = Counter(word for d in documents for word in set(d) & wanted)
+    documents = [_document(c.entry) for c in candidates]
+    average = sum(length for _, length in documents) / len(documents) or 1.0
     size = len(documents)
-    idf = {w: math.log(1 + (size - n + 0.5) / (n + 0.5)) for w, n in frequency.items()}
+    idf = {}
+    for word in wanted:
+        holding = sum(1 for counts, _ in documents if word in counts)
+        if holding:
+            idf[word] = math.log(1 + (size - holding + 0.5) / (holding + 0.5))
     scores = []
-    for document in documents:
-        counts = Counter(word for word in document if word in idf)
-        norm = _BM25_K1 * (1 - _BM25_B + _BM25_B * len(document) / average)
-        scores.append(sum(idf[w] * n * (_BM25_K1 + 1) / (n + norm) for w, n in counts.items()))
+    for counts, length in documents:
+        norm = _BM25_K1 * (1 - _BM25_B + _BM25_B * length / average)
+        score = 0.0
+        for word, weight in idf.items():
+            n = counts.get(word)
+            if n:
+                score += weight * n * (_BM25_K1 + 1) / (n + norm)
+        scores.append(score)
     best = max(scores)
     return [score / best if best else 0.0 for score in scores]
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from config.settings import Settings
@@ -75,9 +76,10 @@ def live_value(priority: Priority, pinned: bool, record: str) -> str:
     return f"{prefix(priority, pinned)}|{record}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class ViewEntry:
-    """One live memory as the Redis view holds it."""
+    """One live memory as the Redis view holds it (hashed by identity: ``parse_live`` hands
+    out one object per value)."""
 
     memory_id: str
     priority: Priority
@@ -106,8 +108,12 @@ class ViewEntry:
         )
 
 
+@lru_cache(maxsize=131_072)
 def parse_live(memory_id: str, value: str) -> ViewEntry | None:
-    """The live memory a view value holds, or None (forgotten, superseded, a marker)."""
+    """The live memory a view value holds, or None (forgotten, superseded, a marker).
+
+    Cached: a recall reads the same values again and again, and decoding a subject's JSON
+    records was most of a recall's time. A changed memory is a new value, so a new entry."""
     if len(value) < 4 or value[2] != "|" or not value[0].isdigit():
         return None
     return ViewEntry(
@@ -121,12 +127,13 @@ def parse_live(memory_id: str, value: str) -> ViewEntry | None:
 
 def decay_s(settings: Settings, priority: Priority) -> int:
     """The default decay of a priority (0: never)."""
-    return {
-        Priority.LOW: settings.memory_ttl_low_s,
-        Priority.MEDIUM: settings.memory_ttl_medium_s,
-        Priority.HIGH: settings.memory_ttl_high_s,
-        Priority.CRITICAL: settings.memory_ttl_critical_s,
-    }[priority]
+    if priority is Priority.LOW:
+        return settings.memory_ttl_low_s
+    if priority is Priority.MEDIUM:
+        return settings.memory_ttl_medium_s
+    if priority is Priority.HIGH:
+        return settings.memory_ttl_high_s
+    return settings.memory_ttl_critical_s
 
 
 def effective_ttl_s(settings: Settings, priority: Priority, pinned: bool, own: int | None) -> int:

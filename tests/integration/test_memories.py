@@ -187,3 +187,41 @@ def test_bad_input_names_the_field_and_writes_nothing(
         client.remember(subject, content, **args)
     assert caught.value.field == field
     assert client.redis.dbsize() == 0
+
+
+def test_remember_is_exactly_one_evalsha_and_recall_never_writes_the_store(
+    settings: Settings, tmp_path: Any
+) -> None:
+    """remember on a warm subject sends one EVALSHA; recall one pipelined read and one EVALSHA
+    (the access count), and neither touches PostgreSQL."""
+    from core.client import redis_from_url
+    from tests.helpers.private_redis import PrivateRedis
+
+    server = PrivateRedis(tmp_path / "redis")
+    server.start()
+    try:
+        client = MemoryClient(redis=redis_from_url(server.url()), settings=settings)
+        client.remember("alice", "opens the pool and warms the view")
+        client.recall("alice")
+        # From here on the durable store is unreachable: a warm remember and recall never
+        # need it.
+        from core.store.db import make_engine
+
+        client._engine = make_engine("postgresql+psycopg2://nobody@127.0.0.1:9/none")
+        client.redis.config_resetstat()
+        for i in range(5):
+            client.remember("alice", f"fact {i}")
+        stats = client.redis.info("commandstats")
+        calls = {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+        assert calls.pop("evalsha") == 5
+        assert calls.pop("config|resetstat", 1) == 1
+        # Everything else ran inside the script (XADD, HSET, ...), none as a round trip of its own.
+        assert "xadd" in calls and "hexists" in calls
+        client.redis.config_resetstat()
+        assert len(client.recall("alice", query="fact 3")) == 6
+        stats = client.redis.info("commandstats")
+        calls = {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+        assert calls["evalsha"] == 1 and calls["hgetall"] == 2
+        client.close()
+    finally:
+        server.stop()
