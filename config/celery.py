@@ -37,6 +37,12 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "schedule": min(60.0, settings.summary_resend_after_s),
             "options": {"queue": "llm", "expires": 60},
         },
+        # Memory consolidation: one llm.consolidate_subject per subject with unexamined memories.
+        "llm-consolidate": {
+            "task": "llm.consolidate",
+            "schedule": settings.consolidate_interval_s,
+            "options": {"queue": "llm", "expires": settings.consolidate_interval_s},
+        },
         # Summaries deferred by a spent daily token budget are re-enqueued once it resets.
         "llm-resume-deferred": {
             "task": "llm.resume_deferred",

@@ -25,6 +25,7 @@ from core.log.appender import Appender
 from core.memories.context import fit_budget
 from core.memories.context import last_user_text as _last_user_text
 from core.memories.service import Memories
+from core.memories.unconsolidate import Unconsolidated, unconsolidate
 from core.models import (
     MEMORY_SETTING_FIELDS,
     AppendResult,
@@ -391,3 +392,7 @@ class MemoryClient:
         self.redis.close()
         if self._engine is not None:
             self._engine.dispose()
+
+    def unconsolidate(self, memory_id: str, *, tenant: str | None = None) -> Unconsolidated:
+        """Undo a consolidation merge: the sources are live again, the merged memory goes."""
+        return unconsolidate(self.redis, self.engine, self.settings, memory_id, tenant=tenant)

@@ -1,4 +1,4 @@
-"""The ``llm`` family: summaries (consolidation comes later). Thin: ids in, one core call out.
+"""The ``llm`` family: summaries and memory consolidation. Thin: ids in, one core call out.
 
 Tasks carry ids only (``[tenant, session_id]``), never message content or secrets: they show
 up in Flower, logs and dead letters. Retries, backoff and dead letters come from
@@ -18,6 +18,7 @@ from config.celery import celery_config
 from config.settings import Settings
 from core.client import Enqueue
 from core.errors import ConfigurationError, PermanentError, ValidationError
+from core.memories.lineage import due_subjects
 from core.models import validate_id
 from core.summaries.budget import Budgets
 from core.summaries.resend import stale_sessions
@@ -93,6 +94,36 @@ def resend_stale() -> int:
     if stale:
         log.warning("re-sent %s summaries whose task was lost", len(stale))
     return len(stale)
+
+
+# Subjects one llm.consolidate tick fans out at most; the rest wait for the next tick.
+CONSOLIDATE_FAN_OUT = 1000
+
+
+@family_task("llm.consolidate")
+def consolidate() -> int:
+    """Send ``llm.consolidate_subject`` for each subject with memories consolidation has not
+    examined yet (at most ``CONSOLIDATE_FAN_OUT``). Meant for beat; a duplicate per-subject
+    task finds the subject's lease held, or nothing left to examine."""
+    current = runtime()
+    due = due_subjects(current.engine, limit=CONSOLIDATE_FAN_OUT)
+    for tenant, subject_id in due:
+        consolidate_subject.apply_async(args=[tenant, subject_id], queue="llm")
+    return len(due)
+
+
+@family_task("llm.consolidate_subject")
+def consolidate_subject(tenant: str, subject_id: str) -> dict[str, Any]:
+    """One consolidation pass over one subject, under its lease (ids only in the arguments)."""
+    try:
+        validate_id("tenant", tenant)
+        validate_id("subject_id", subject_id)
+        consolidator = runtime().consolidator
+    except (ValidationError, ConfigurationError) as exc:
+        raise PermanentError(str(exc)) from None
+    report = consolidator.consolidate_subject(tenant, subject_id)
+    log.info("consolidate %s/%s: %s", tenant, subject_id, report.as_dict())
+    return report.as_dict()
 
 
 def broker_enqueue(settings: Settings) -> Enqueue:

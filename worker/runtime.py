@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 
 from config.settings import Settings, get_settings
 from core.log.drainer import Drainer
+from core.memories.consolidate import Consolidator
 from core.store.connections import redis_client
 from core.store.db import make_engine
 from core.store.keys import Keys
@@ -53,6 +54,11 @@ class Runtime:
             backend=build_backend(self.settings, tokens),
             tokens=tokens,
         )
+
+    @cached_property
+    def consolidator(self) -> Consolidator:
+        """This process's memory consolidation: these clients, the configured merger."""
+        return Consolidator(redis=self.redis, engine=self.engine, settings=self.settings)
 
 
 _current: Runtime | None = None
