@@ -101,12 +101,14 @@ class Settings(BaseSettings):
     embeddings: Literal["none", "openai", "local"] = "none"
     embedding_model: str = "text-embedding-3-small"
     embedding_base_url: str = ""
-    # Similarity at or above which two memories are near-duplicates. Chosen precision first on
-    # the tune half of bench/data/memory_pairs.jsonl (docs/memory-similarity.md): the lowest
-    # threshold of precision >= 0.95 there. On look-alike facts ("allergic to peanuts" /
-    # "to shellfish") neither score does better than that, so only near-verbatim rewordings
-    # (lexical) or near-identical vectors (embeddings) count as near-duplicates.
-    memory_lexical_threshold: float = Field(default=1.0, gt=0, le=1)
+    # Similarity at or above which two memories are near-duplicates (docs/memory-similarity.md).
+    # On bench/data/memory_pairs.jsonl no single score separates paraphrases from look-alike
+    # facts ("allergic to peanuts" / "to shellfish"): precision 0.95 is reached only where
+    # recall is nil. Lexical 0.7 catches restatements (a fact with a word or two added or
+    # changed scores 0.7-0.85); a look-alike merged by mistake loses nothing, since the merge
+    # guard and the local merger keep every source's words. Embeddings: the lowest threshold
+    # of precision >= 0.95 on the tune half.
+    memory_lexical_threshold: float = Field(default=0.7, gt=0, le=1)
     memory_embedding_threshold: float = Field(default=0.98, gt=0, le=1)
     # "auto": the LLM when openai_api_key is set, else the local merger (no LLM).
     memory_merger: Literal["auto", "openai", "local"] = "auto"

@@ -35,7 +35,11 @@ SYSTEM_PROMPT = """\
 You merge near-duplicate notes about one person into a single note. Keep every fact, name, \
 number, date, preference and condition that any note states, exactly as written; drop only \
 repetition. Do not add anything the notes do not say. Answer with the merged note alone: plain \
-sentences, no preamble, no list markers."""
+sentences, no preamble, no list markers. If the notes state different facts rather than one \
+fact in other words (another date, number, name, place, or the opposite), answer DISTINCT \
+and nothing else."""
+# The LLM's verdict that a cluster holds look-alike facts, not one fact: nothing is merged.
+DISTINCT = "DISTINCT"
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 _WORD = re.compile(r"\w+")
@@ -88,7 +92,7 @@ STOPWORDS = frozenset(
         "your",
     ]
 )
-REASONS = ("empty", "invalid", "too_short", "too_long", "dropped_words")
+REASONS = ("distinct", "empty", "invalid", "too_short", "too_long", "dropped_words")
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +122,8 @@ def guard(texts: Sequence[str], merged: str, settings: Settings) -> str | None:
     """Why ``merged`` must not replace ``texts`` (one of ``REASONS``), or None when it may."""
     if not merged.strip():
         return "empty"
+    if merged.strip().rstrip(".").upper() == DISTINCT:
+        return "distinct"
     try:
         validate_memory_content(merged, max_bytes=settings.max_memory_bytes)
     except ValidationError:

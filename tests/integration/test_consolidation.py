@@ -169,6 +169,9 @@ def test_a_second_pass_is_a_no_op(
         ("The user lives in Berlin and works as a nurse. " * 20, "too_long"),
         ("Someone lives somewhere and has some job, roughly speaking, ok.", "dropped_words"),
         ("The user lives in Berlin \x00 and works as a night nurse.", "invalid"),
+        # The LLM's own verdict: look-alike facts, not one fact in other words.
+        ("DISTINCT", "distinct"),
+        ("distinct.", "distinct"),
     ],
 )
 def test_the_guard_refuses_a_merge_that_loses_content(
