@@ -35,7 +35,7 @@ format: install
 	$(VENV)/bin/ruff format .
 
 bench: install
-	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(PY) -m pip install --quiet -e '.[dev,bench,local-embeddings]'
 	$(PY) -m bench $(if $(QUICK),--quick,)
 
 clean:
