@@ -17,6 +17,7 @@ One subject at a time, under its lease (``SubjectKeys.lease``):
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -86,6 +87,7 @@ class Consolidator:
         self.scripts = ViewScripts.register(redis)
         self.store_scripts = Scripts.register(redis)
         self.budgets = Budgets(redis, self.keys, settings)
+        self._fresh_vectors: dict[str, list[float]] = {}
 
     # --- passes ------------------------------------------------------------------------------
 
@@ -150,7 +152,9 @@ class Consolidator:
                 stored = lineage.candidates(self.engine, tenant, subject_id)
             report.subjects += 1
             keep_open: set[str] = set()
-            for cluster in self.plan(stored):
+            planned = self.plan(stored)
+            self._cache_vectors(keys)
+            for cluster in planned:
                 with redis_errors():
                     if not lease.renew():
                         report.skipped["lease_lost"] += 1
@@ -191,6 +195,17 @@ class Consolidator:
                 found.append(Cluster(tuple(group), (group[0].content,), exact=True))
         return [c for c in found if any(m.examined_at is None for m in c.members)]
 
+    def _cache_vectors(self, keys: SubjectKeys) -> None:
+        """Embeddings just computed, also in the subject's view: recall ranks by them."""
+        fresh, self._fresh_vectors = self._fresh_vectors, {}
+        if not fresh:
+            return
+        with redis_errors(), self.redis.pipeline(transaction=False) as pipe:
+            for memory_id, vector in fresh.items():
+                pipe.hset(keys.embeddings, memory_id, json.dumps(vector, separators=(",", ":")))
+            pipe.expire(keys.embeddings, self.settings.memory_cache_ttl_s)
+            pipe.execute()
+
     def _threshold(self) -> float:
         if self.embedder is not None:
             return self.settings.memory_embedding_threshold
@@ -212,6 +227,7 @@ class Consolidator:
             with translate_errors():
                 lineage.store_embeddings(self.engine, fresh, model=name)
             vectors.update(fresh)
+            self._fresh_vectors.update(fresh)
         return lambda i, j: cosine(vectors[memories[i].memory_id], vectors[memories[j].memory_id])
 
     # --- one cluster -------------------------------------------------------------------------

@@ -109,3 +109,34 @@ def test_unconsolidate_refuses_what_it_cannot_undo(client: MemoryClient, drainer
     client.unconsolidate(second)
     client.unconsolidate(first)
     assert {m.memory_id for m in client.recall("alice", k=10)} == {*sources, newer, plain}
+
+
+def test_consolidation_embeds_memories_and_recall_ranks_by_them(
+    make_settings: SettingsFactory, database_url: str, fake_llm: FakeOpenAI, redis_client: object
+) -> None:
+    """MEMSCRIBE_EMBEDDINGS=openai (the fake server's /v1/embeddings): a pass embeds every
+    memory it clusters, keeps the vectors in the store and the view, and exact duplicates
+    still fold without the LLM. (The fake's vectors are hashes: this proves the plumbing.)"""
+    settings = make_settings(
+        database_url=database_url,
+        openai_api_key="test-key",
+        openai_base_url=fake_llm.url,
+        embeddings="openai",
+    )
+    client = MemoryClient(redis=redis_client, settings=settings)  # type: ignore[arg-type]
+    drainer = Drainer(redis=client.redis, engine=client.engine, settings=settings)
+    ids = [client.remember("alice", text) for text in ("Likes tea.", "likes  TEA", "Owns a boat")]
+    drainer.drain_all()
+    report = consolidate(client).consolidate_due()
+    assert report.merged == 1 and report.llm_calls == 0  # the exact pair, no chat completion
+    assert len(fake_llm.requests("/v1/embeddings")) == 1  # one batch for the subject
+    stored = rows(client.engine)
+    embedded = {memory_id for memory_id, row in stored.items() if row["embedding"] is not None}
+    assert {ids[0], ids[2]} <= embedded  # the representatives of both groups
+    assert {row["embedding_model"] for row in stored.values() if row["embedding"]} == {
+        f"openai:{settings.embedding_model}"
+    }
+    keys = client.keys.subject("default", "alice")
+    assert set(client.redis.hkeys(keys.embeddings)) >= {ids[2]}
+    assert client.recall("alice", query="Owns a boat")[0].memory_id == ids[2]
+    client.close()
