@@ -24,7 +24,7 @@ from core.client import MemoryClient
 from core.store.db import messages, migrate, summaries
 from core.store.tokens import token_counter
 from core.summaries.status import summarization_status
-from worker import processes
+from worker import demo_memories, processes
 
 console = Console()
 DEMO_TRIGGER_TOKENS = 250
@@ -193,8 +193,10 @@ def _drive(settings: Settings, *, sessions: int, total: int, appenders: int) -> 
     )
     console.print(table)
     show_summaries(client, settings, tenant=tenant, session_ids=session_ids)
+    users = [f"user-{i:03d}" for i in range(min(sessions, 20))]
+    memories_ok = demo_memories.run(client, console, tenant=tenant, subjects=users)
     client.close()
-    ok = durable == total and distinct == total
+    ok = durable == total and distinct == total and memories_ok
     console.print(
         "[green]every appended message is durable, once[/green]"
         if ok

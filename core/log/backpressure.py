@@ -2,8 +2,9 @@
 
 append.lua refuses work (``BackpressureError``) before Redis itself would: past a shard's WAL
 backlog limit, past a tenant's quota of not-yet-durable bytes, or while this module's memory
-flag is up. The drainer calls ``settle`` after every durable batch (the high water of each
-session and each tenant's bytes go down), and ``MemoryGuard.check`` at most once a second.
+flag is up. The drainer settles every durable batch in the script that acks it (the high
+water of each session and each tenant's bytes go down, ``settle_args``), and calls
+``MemoryGuard.check`` at most once a second.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from typing import Any
 import redis
 
 from core.store.keys import Keys
-from core.store.scripts import Scripts
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +34,12 @@ class Drained:
     memory_id: str = ""
 
 
-def settle(scripts: Scripts, keys: Keys, shard: int, drained: Iterable[Drained]) -> None:
-    """Clear the high water of sessions whose newest entry drained; return tenants' bytes."""
+def settle_args(
+    keys: Keys, shard: int, drained: Iterable[Drained]
+) -> tuple[list[str], list[str | int]]:
+    """The keys and arguments with which ``ack_trim.lua`` settles a batch after its ack: the
+    high water of sessions whose newest entry drained, tenants' bytes, durable memory ids.
+    Empty when there is nothing to settle."""
     highest: dict[str, int] = {}
     held: dict[str, int] = {}
     memory_ids: list[str] = []
@@ -47,17 +51,14 @@ def settle(scripts: Scripts, keys: Keys, shard: int, drained: Iterable[Drained])
             memory_ids.append(entry.memory_id)
         held[entry.tenant] = held.get(entry.tenant, 0) + entry.body_bytes
     if not held:
-        return
+        return [], []
     args: list[str | int] = [len(highest), len(held)]
     for member, seq in highest.items():
         args += [member, seq]
     for tenant, size in held.items():
         args += [tenant, size]
     args += memory_ids
-    scripts.settle(
-        keys=[keys.high_water(shard), keys.tenant_bytes(shard), keys.pending_memory_ids(shard)],
-        args=args,
-    )
+    return [keys.high_water(shard), keys.tenant_bytes(shard), keys.pending_memory_ids(shard)], args
 
 
 def _memory_ratio(client: redis.Redis) -> float:

@@ -1,13 +1,19 @@
--- Acknowledge a persisted batch and trim the WAL, atomically.
--- KEYS[1] WAL stream, KEYS[2] failing hash (entry id -> first failure). ARGV[1] group,
--- ARGV[2..] ids to ack.
+-- Acknowledge a persisted batch, trim the WAL and settle what left it, atomically: a drainer
+-- killed after its commit either acks and settles everything or nothing (then the batch is
+-- replayed, inserts nothing twice, and settles then).
+-- KEYS[1] WAL stream, KEYS[2] failing hash (entry id -> first failure); to settle, also
+-- KEYS[3] high water (member -> newest seq not yet durable), KEYS[4] tenant bytes, KEYS[5]
+-- memory ids not yet durable.
+-- ARGV[1] group, ARGV[2] n ids, the n ids to ack; then, to settle: n sessions, n tenants,
+-- (member, highest seq in the batch) pairs, (tenant, bytes) pairs, memory ids.
 -- Never trims by MAXLEN (before Redis 8.2 that silently drops un-acked entries). The MINID is
 -- the oldest pending id, or with nothing pending the group's last-delivered id: everything
 -- below either has been delivered and acked, so an entry a consumer still holds, or one not
 -- yet delivered, is never removed.
-local acked = redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 2))
+local n = tonumber(ARGV[2])
+local acked = redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 3, 2 + n))
 if redis.call('EXISTS', KEYS[2]) == 1 then
-  redis.call('HDEL', KEYS[2], unpack(ARGV, 2))
+  redis.call('HDEL', KEYS[2], unpack(ARGV, 3, 2 + n))
 end
 local pending = redis.call('XPENDING', KEYS[1], ARGV[1])
 local floor
@@ -27,5 +33,28 @@ end
 local trimmed = 0
 if floor then
   trimmed = redis.call('XTRIM', KEYS[1], 'MINID', floor)
+end
+
+local s = 3 + n
+if #ARGV >= s + 1 then
+  local sessions, tenants = tonumber(ARGV[s]), tonumber(ARGV[s + 1])
+  local first_tenant = s + 2 + 2 * sessions
+  local first_memory = first_tenant + 2 * tenants
+  -- Compare-and-delete: an append newer than the batch keeps its member's high water.
+  for i = s + 2, first_tenant - 1, 2 do
+    local seq = tonumber(redis.call('HGET', KEYS[3], ARGV[i]))
+    if seq and seq <= tonumber(ARGV[i + 1]) then
+      redis.call('HDEL', KEYS[3], ARGV[i])
+    end
+  end
+  for i = first_tenant, first_memory - 1, 2 do
+    -- Entries written before byte counting existed were never counted: never go below zero.
+    if redis.call('HINCRBY', KEYS[4], ARGV[i], 0 - tonumber(ARGV[i + 1])) <= 0 then
+      redis.call('HDEL', KEYS[4], ARGV[i])
+    end
+  end
+  for i = first_memory, #ARGV do
+    redis.call('HDEL', KEYS[5], ARGV[i])
+  end
 end
 return {acked, trimmed}

@@ -23,7 +23,6 @@ class Scripts:
     append: Script
     context: Script
     ack_trim: Script
-    settle: Script
     lease: Script
     replay: Script
     summary_begin: Script

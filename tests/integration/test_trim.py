@@ -82,7 +82,7 @@ def test_trim_never_drops_unacked_entries(store_url: str, appends: list[int], se
         to_ack = [entry_id for entry_id in pending if rng.random() < 0.5]
         if to_ack:
             memory.scripts.ack_trim(
-                keys=[wal, memory.keys.failing(0)], args=[CONSUMER_GROUP, *to_ack]
+                keys=[wal, memory.keys.failing(0)], args=[CONSUMER_GROUP, len(to_ack), *to_ack]
             )
             acked |= set(to_ack)
         del delivered
