@@ -33,12 +33,12 @@ from core.log.backoff import Backoff
 from core.log.backpressure import Drained, MemoryGuard, settle_args
 from core.log.batch import persist_batch
 from core.log.entries import DECODERS, Decoder
-from core.log.lease import Lease
 from core.log.report import DrainReport, Entry
 from core.log.status import ShardStatus, busy_shards, shard_status, wait_for_entries
 from core.store.connections import as_text, raw_command
 from core.store.db_errors import translate_errors
 from core.store.keys import CONSUMER_GROUP, Keys
+from core.store.lease import Lease
 from core.store.redis_errors import translate
 from core.store.scripts import Scripts
 
@@ -254,7 +254,7 @@ class Drainer:
         """
         report = DrainReport()
         lease = Lease(
-            self.redis, self.scripts, self.keys.lease(shard), self.settings.drain_lease_ms
+            self.redis, self.scripts.lease, self.keys.lease(shard), self.settings.drain_lease_ms
         )
         if not lease.acquire():
             return report

@@ -28,6 +28,7 @@ from core.log.repository import MessageRow
 from core.memories import wal as memory_wal
 from core.memories.wal import MemoryRow
 from core.models import micros_to_datetime
+from core.store.codec import expect_count, expect_text
 
 MESSAGE = ("m", "1")
 KIND_SHAPE = re.compile(r"[a-z]{1,8}")
@@ -42,35 +43,20 @@ def decode_message(fields: dict[str, str]) -> MessageRow:
     try:
         record = json.loads(fields["d"])
         row = MessageRow(
-            message_id=_text(record["id"]),
-            tenant=_text(record["t"]),
-            session_id=_text(record["s"]),
-            seq=_count(fields["q"]),
-            role=_text(record["r"]),
-            content=_text(record["c"]),
-            tokens=_count(record["k"]),
+            message_id=expect_text(record["id"]),
+            tenant=expect_text(record["t"]),
+            session_id=expect_text(record["s"]),
+            seq=expect_count(fields["q"]),
+            role=expect_text(record["r"]),
+            content=expect_text(record["c"]),
+            tokens=expect_count(record["k"]),
             metadata=_object(record.get("md")),
-            created_at=micros_to_datetime(_count(record["ts"])),
-            subject_id=None if record.get("sub") is None else _text(record["sub"]),
+            created_at=micros_to_datetime(expect_count(record["ts"])),
+            subject_id=None if record.get("sub") is None else expect_text(record["sub"]),
         )
     except (KeyError, ValueError, TypeError, OverflowError, OSError) as exc:
         raise PermanentError(f"malformed WAL entry: {exc.__class__.__name__}: {exc}") from None
     return row
-
-
-def _text(value: Any) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"expected a string, got {type(value).__name__}")
-    return value
-
-
-def _count(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise TypeError(f"expected an integer, got {type(value).__name__}")
-    number = int(value)
-    if not 0 <= number < 2**63:
-        raise ValueError(f"{number} is out of range")
-    return number
 
 
 def _object(value: Any) -> dict[str, Any] | None:

@@ -38,7 +38,6 @@ from core.memories.report import ConsolidationReport
 from core.memories.similarity import clusters, lexical_similarity
 from core.memories.view import warm
 from core.memories.view_merge import (
-    SubjectLease,
     ViewScripts,
     is_durable,
     newest_change,
@@ -46,6 +45,7 @@ from core.memories.view_merge import (
 from core.models import new_message_id
 from core.store.db_errors import translate_errors
 from core.store.keys import Keys, SubjectKeys
+from core.store.lease import Lease
 from core.store.redis_errors import redis_errors
 from core.store.scripts import Scripts
 from core.summaries.budget import Budgets
@@ -121,7 +121,7 @@ class Consolidator:
         after keeping the merges already made; the next pass picks up the rest."""
         report = ConsolidationReport()
         keys = self.keys.subject(tenant, subject_id)
-        lease = SubjectLease(
+        lease = Lease(
             self.redis,
             self.scripts.lease,
             keys.lease,

@@ -22,12 +22,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-import openai
-
 from config.settings import Settings
 from core.errors import ConfigurationError, PermanentError
 from core.memories.similarity import cosine
-from core.summaries.llm import RETRYABLE_STATUS, LLMUnavailable, retry_after_s
+from core.summaries.llm import LLMUnavailable, openai_client, openai_errors
 
 __all__ = [
     "Embedder",
@@ -84,12 +82,7 @@ class OpenAIEmbedder:
         self.batch_size = batch_size
         self.dimensions = dimensions
         self.retry_after_cap_s = retry_after_cap_s
-        self._client = openai.OpenAI(
-            api_key=api_key,
-            base_url=base_url or None,
-            timeout=timeout_s,
-            max_retries=0,  # retries belong to the task that asked (backoff, dead letters)
-        )
+        self._client = openai_client(api_key=api_key, base_url=base_url, timeout_s=timeout_s)
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         vectors: list[list[float]] = []
@@ -101,28 +94,15 @@ class OpenAIEmbedder:
         options: dict[str, Any] = {}
         if self.dimensions is not None:
             options["dimensions"] = self.dimensions
-        try:
+        with openai_errors(
+            "embeddings",
+            timeout_s=self.timeout_s,
+            retry_after_cap_s=self.retry_after_cap_s,
+            unavailable=EmbeddingsUnavailable,
+        ):
             answer = self._client.embeddings.create(
                 model=self.model, input=texts, encoding_format="float", **options
             )
-        except openai.APITimeoutError:
-            raise EmbeddingsUnavailable(f"embeddings timed out after {self.timeout_s:g}s") from None
-        except openai.APIConnectionError as exc:
-            raise EmbeddingsUnavailable(f"embeddings unreachable: {exc.__cause__ or exc}") from None
-        except openai.APIStatusError as exc:
-            status = exc.status_code
-            if status in RETRYABLE_STATUS or status >= 500:
-                wait_s = min(self.retry_after_cap_s, retry_after_s(exc.response.headers))
-                raise EmbeddingsUnavailable(
-                    f"embeddings answered HTTP {status}"
-                    + (f", retry after {wait_s:g}s" if wait_s else ""),
-                    retry_after_s=wait_s,
-                ) from None
-            raise PermanentError(
-                f"embeddings refused: HTTP {status}: {exc.message[:200]}"
-            ) from None
-        except openai.OpenAIError as exc:
-            raise PermanentError(f"embeddings call failed: {exc.__class__.__name__}") from None
         # The API promises one item per input with its index; order by it, never by position.
         data = sorted(answer.data, key=lambda item: item.index)
         if [item.index for item in data] != list(range(len(texts))):

@@ -17,7 +17,10 @@ from sqlalchemy import Connection, Engine, and_, or_, select, update
 from core.errors import PermanentError
 from core.memories.model import Priority
 from core.memories.similarity import content_hash
-from core.store.db import insert_for, llm_usage, memories, memory_lineage
+from core.store.db import memories, memory_lineage
+from core.summaries.store import add_usage
+
+__all__ = ["add_usage"]
 
 
 class SupersededTwice(PermanentError):
@@ -276,34 +279,3 @@ def mark_examined(connection: Connection, memory_ids: Sequence[str], *, now: dat
         .values(examined_at=now)
     )
     return int(result.rowcount)
-
-
-def add_usage(
-    connection: Connection,
-    *,
-    tenant: str,
-    model: str,
-    prompt_tokens: int,
-    completion_tokens: int,
-    now: datetime,
-) -> None:
-    """One paid call in ``llm_usage`` (the tenant's day and model row)."""
-    statement = insert_for(connection, llm_usage).values(
-        tenant=tenant,
-        day=now.astimezone(UTC).date(),
-        model=model,
-        calls=1,
-        prompt_tokens=prompt_tokens,
-        completion_tokens=completion_tokens,
-    )
-    excluded = statement.excluded
-    connection.execute(
-        statement.on_conflict_do_update(
-            index_elements=["tenant", "day", "model"],
-            set_={
-                "calls": llm_usage.c.calls + excluded.calls,
-                "prompt_tokens": llm_usage.c.prompt_tokens + excluded.prompt_tokens,
-                "completion_tokens": llm_usage.c.completion_tokens + excluded.completion_tokens,
-            },
-        )
-    )

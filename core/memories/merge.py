@@ -16,18 +16,15 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-import openai
-
 from config.settings import Settings
-from core.errors import ConfigurationError, PermanentError, ValidationError
+from core.errors import ConfigurationError, ValidationError
 from core.memories.model import validate_memory_content
 from core.memories.similarity import normalize
-from core.summaries.llm import RETRYABLE_STATUS, LLMUnavailable, retry_after_s
+from core.summaries.llm import openai_client, openai_errors
 
 log = logging.getLogger(__name__)
 
@@ -167,24 +164,6 @@ def merge_prompt(texts: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-@contextmanager
-def _translated(timeout_s: float, retry_after_cap_s: float) -> Iterator[None]:
-    try:
-        yield
-    except openai.APITimeoutError:
-        raise LLMUnavailable(f"LLM timed out after {timeout_s:g}s") from None
-    except openai.APIConnectionError as exc:
-        raise LLMUnavailable(f"LLM unreachable: {exc.__cause__ or exc}") from None
-    except openai.APIStatusError as exc:
-        status = exc.status_code
-        if status in RETRYABLE_STATUS or status >= 500:
-            wait_s = min(retry_after_cap_s, retry_after_s(exc.response.headers))
-            raise LLMUnavailable(f"LLM answered HTTP {status}", retry_after_s=wait_s) from None
-        raise PermanentError(f"LLM refused: HTTP {status}: {exc.message[:200]}") from None
-    except openai.OpenAIError as exc:
-        raise PermanentError(f"LLM call failed: {exc.__class__.__name__}") from None
-
-
 class LLMMerger:
     """Chat completions at temperature 0 (OpenAI or any compatible server)."""
 
@@ -205,15 +184,12 @@ class LLMMerger:
         self.timeout_s = timeout_s
         self.max_tokens = max_tokens
         self.retry_after_cap_s = retry_after_cap_s
-        self._client = openai.OpenAI(
-            api_key=api_key,
-            base_url=base_url or None,
-            timeout=timeout_s,
-            max_retries=0,  # retries belong to the llm task family (backoff, dead letters)
-        )
+        self._client = openai_client(api_key=api_key, base_url=base_url, timeout_s=timeout_s)
 
     def merge(self, texts: Sequence[str]) -> MergeText:
-        with _translated(self.timeout_s, self.retry_after_cap_s):
+        with openai_errors(
+            "LLM", timeout_s=self.timeout_s, retry_after_cap_s=self.retry_after_cap_s
+        ):
             completion = self._client.chat.completions.create(
                 model=self.model,
                 messages=[

@@ -174,16 +174,7 @@ class Memories:
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= RECALL_MAX_K:
             raise ValidationError("k", f"must be an integer 1..{RECALL_MAX_K}, got {k!r}")
         use_vectors = bool(query) and self._embed_query is not None
-        found = view.read(self._redis, keys, embeddings=use_vectors)
-        if not found.complete:
-            view.warm(
-                self._redis,
-                self._scripts,
-                self._engine(),
-                keys,
-                ttl_s=self._settings.memory_cache_ttl_s,
-            )
-            found = view.read(self._redis, keys, embeddings=use_vectors)
+        found = self._read_view(keys, embeddings=use_vectors)
         now_ms = time.time_ns() // 1_000_000
         candidates = ranking.live_candidates(
             _live_entries(found.values),
@@ -218,6 +209,20 @@ class Memories:
         if chosen:
             self._touch(keys, chosen, now_ms)
         return chosen
+
+    def _read_view(self, keys: SubjectKeys, *, embeddings: bool = False) -> view.View:
+        """The subject's view; one durable read and a warm-up first when Redis lacks it."""
+        found = view.read(self._redis, keys, embeddings=embeddings)
+        if found.complete:
+            return found
+        view.warm(
+            self._redis,
+            self._scripts,
+            self._engine(),
+            keys,
+            ttl_s=self._settings.memory_cache_ttl_s,
+        )
+        return view.read(self._redis, keys, embeddings=embeddings)
 
     def _touch(self, keys: SubjectKeys, chosen: Iterable[Memory], now_ms: int) -> None:
         settings = self._settings
@@ -287,16 +292,7 @@ class Memories:
         keys = self.locate(memory_id, tenant)
         if keys is None:
             return False
-        found = view.read(self._redis, keys)
-        if not found.complete:
-            view.warm(
-                self._redis,
-                self._scripts,
-                self._engine(),
-                keys,
-                ttl_s=self._settings.memory_cache_ttl_s,
-            )
-            found = view.read(self._redis, keys)
+        found = self._read_view(keys)
         current = parse_live(str(memory_id), found.values.get(str(memory_id), ""))
         if current is None:
             return False

@@ -19,11 +19,12 @@ from sqlalchemy import Engine, delete, select, update
 from config.settings import Settings
 from core.errors import PermanentError, TransientError, ValidationError
 from core.memories import lineage, records
-from core.memories.view_merge import SubjectLease, ViewScripts, stored_value
+from core.memories.view_merge import ViewScripts, stored_value
 from core.models import validate_id
 from core.store.db import memories, memory_lineage
 from core.store.db_errors import translate_errors
 from core.store.keys import Keys, SubjectKeys
+from core.store.lease import Lease
 from core.store.redis_errors import redis_errors
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ def unconsolidate(
         )
     keys = Keys.of(settings).subject(merged.tenant, merged.subject_id)
     scripts = ViewScripts.register(redis)
-    lease = SubjectLease(redis, scripts.lease, keys.lease, int(settings.consolidate_lease_s * 1000))
+    lease = Lease(redis, scripts.lease, keys.lease, int(settings.consolidate_lease_s * 1000))
     with redis_errors():
         if not lease.acquire():
             raise TransientError(

@@ -8,7 +8,6 @@ merge runs.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -139,25 +138,3 @@ class ViewScripts:
             live = records.live_value(source.priority, source.pinned, stored_record(source))
             args += [source.memory_id, live]
         return int(self.memory_unmerge(keys=[keys.memories], args=args))
-
-
-class SubjectLease:
-    """One consolidation (or unconsolidate) of a subject at a time: ``SET NX PX`` on the
-    subject's lease key; renew and release compare the token (core/lua/lease.lua), so a holder
-    whose lease expired can neither extend nor delete its successor's."""
-
-    def __init__(self, client: redis.Redis, script: Script, key: str, ttl_ms: int) -> None:
-        self._redis = client
-        self._script = script
-        self.key = key
-        self.ttl_ms = ttl_ms
-        self.token = secrets.token_hex(8)
-
-    def acquire(self) -> bool:
-        return bool(self._redis.set(self.key, self.token, nx=True, px=self.ttl_ms))
-
-    def renew(self) -> bool:
-        return bool(self._script(keys=[self.key], args=[self.token, self.ttl_ms]))
-
-    def release(self) -> None:
-        self._script(keys=[self.key], args=[self.token, 0])

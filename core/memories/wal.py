@@ -25,6 +25,7 @@ from core.errors import PermanentError
 from core.memories.model import Priority
 from core.memories.similarity import content_hash
 from core.models import micros_to_datetime
+from core.store.codec import expect_count, expect_text
 from core.store.db import insert_for, memories, memory_lineage
 
 REMEMBER = ("r", "1")
@@ -86,21 +87,6 @@ def _prefix(text: str) -> tuple[int, bool]:
     return int(Priority(int(text[0]))), text[1] == "1"
 
 
-def _text(value: Any) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"expected a string, got {type(value).__name__}")
-    return value
-
-
-def _whole(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise TypeError(f"expected an integer, got {type(value).__name__}")
-    number = int(value)
-    if not 0 <= number < 2**63:
-        raise ValueError(f"{number} is out of range")
-    return number
-
-
 def decode_remember(fields: dict[str, str]) -> RememberRow:
     try:
         record = json.loads(fields["d"])
@@ -113,17 +99,17 @@ def decode_remember(fields: dict[str, str]) -> RememberRow:
             raise TypeError("src must be an object")
         ttl = record.get("ttl")
         return RememberRow(
-            memory_id=_text(record["id"]),
-            tenant=_text(record["t"]),
-            subject_id=_text(record["sub"]),
-            content=_text(record["c"]),
+            memory_id=expect_text(record["id"]),
+            tenant=expect_text(record["t"]),
+            subject_id=expect_text(record["sub"]),
+            content=expect_text(record["c"]),
             priority=priority,
             pinned=pinned,
             tags=tags,
-            ttl_s=None if ttl is None else _whole(ttl),
+            ttl_s=None if ttl is None else expect_count(ttl),
             provenance=provenance,
-            created_at=micros_to_datetime(_whole(record["ts"])),
-            decay_s=_whole(fields["e"]),
+            created_at=micros_to_datetime(expect_count(record["ts"])),
+            decay_s=expect_count(fields["e"]),
         )
     except (KeyError, ValueError, TypeError, OverflowError, OSError) as exc:
         raise _malformed(exc) from None
@@ -132,13 +118,19 @@ def decode_remember(fields: dict[str, str]) -> RememberRow:
 def decode_change(fields: dict[str, str]) -> ChangeRow:
     try:
         op = fields["o"]
-        memory_id, tenant, subject_id = _text(fields["i"]), _text(fields["t"]), fields["s"]
+        memory_id, tenant, subject_id = (
+            expect_text(fields["i"]),
+            expect_text(fields["t"]),
+            fields["s"],
+        )
         if op == "forget":
             return ChangeRow(op, memory_id, tenant, subject_id)
         if op != "set":
             raise ValueError(f"unknown change {op[:16]!r}")
         priority, pinned = _prefix(fields["p"])
-        return ChangeRow(op, memory_id, tenant, subject_id, priority, pinned, _whole(fields["e"]))
+        return ChangeRow(
+            op, memory_id, tenant, subject_id, priority, pinned, expect_count(fields["e"])
+        )
     except (KeyError, ValueError, TypeError) as exc:
         raise _malformed(exc) from None
 
@@ -148,11 +140,11 @@ def decode_access(fields: dict[str, str]) -> AccessRow:
         pairs = json.loads(fields["d"])
         if not isinstance(pairs, list):
             raise TypeError("accesses must be a list")
-        accesses = [(_text(pair[0]), _whole(pair[1])) for pair in pairs]
+        accesses = [(expect_text(pair[0]), expect_count(pair[1])) for pair in pairs]
         return AccessRow(
-            tenant=_text(fields["t"]),
-            subject_id=_text(fields["s"]),
-            at=micros_to_datetime(_whole(fields["ms"]) * 1000),
+            tenant=expect_text(fields["t"]),
+            subject_id=expect_text(fields["s"]),
+            at=micros_to_datetime(expect_count(fields["ms"]) * 1000),
             accesses=accesses,
         )
     except (KeyError, IndexError, ValueError, TypeError, OverflowError, OSError) as exc:

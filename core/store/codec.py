@@ -62,3 +62,21 @@ def decode_buffer_item(item: str) -> Message:
         created_at=micros_to_datetime(record["ts"]),
         metadata=record.get("md"),
     )
+
+
+def expect_text(value: Any) -> str:
+    """A WAL record's string field, or TypeError (the entry is malformed)."""
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def expect_count(value: Any) -> int:
+    """A WAL record's whole number 0 <= n < 2**63 (an int, or its text), or TypeError /
+    ValueError (the entry is malformed)."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise TypeError(f"expected an integer, got {type(value).__name__}")
+    number = int(value)
+    if not 0 <= number < 2**63:
+        raise ValueError(f"{number} is out of range")
+    return number

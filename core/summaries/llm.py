@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Protocol
@@ -93,6 +94,48 @@ def retry_after_s(headers: Mapping[str, str], *, now: float | None = None) -> fl
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
+def openai_client(*, api_key: str, base_url: str, timeout_s: float) -> openai.OpenAI:
+    """An ``openai`` client for OpenAI or any compatible server (``base_url``), without its own
+    retries: one attempt is one HTTP request; retries belong to the task that asked (backoff,
+    dead letters)."""
+    return openai.OpenAI(
+        api_key=api_key, base_url=base_url or None, timeout=timeout_s, max_retries=0
+    )
+
+
+@contextmanager
+def openai_errors(
+    what: str,
+    *,
+    timeout_s: float,
+    retry_after_cap_s: float,
+    unavailable: type[LLMUnavailable] | None = None,
+) -> Iterator[None]:
+    """The ``openai`` client's errors as memscribe's: a timeout, a connection failure, 408,
+    409, 429 and 5xx become ``unavailable`` (``LLMUnavailable``, transient, with the server's
+    ``Retry-After``); any other refusal a ``PermanentError``. ``what`` names the call."""
+    transient = unavailable or LLMUnavailable
+    try:
+        yield
+    except openai.APITimeoutError:
+        raise transient(f"{what} timed out after {timeout_s:g}s") from None
+    except openai.APIConnectionError as exc:
+        raise transient(f"{what} unreachable: {exc.__cause__ or exc}") from None
+    except openai.APIStatusError as exc:
+        status = exc.status_code
+        if status in RETRYABLE_STATUS or status >= 500:
+            wait_s = min(retry_after_cap_s, retry_after_s(exc.response.headers))
+            raise transient(
+                f"{what} answered HTTP {status}" + (f", retry after {wait_s:g}s" if wait_s else ""),
+                retry_after_s=wait_s,
+            ) from None
+        # The server's message names the problem (model, key, quota); it never echoes the
+        # input, but keep it short anyway.
+        raise PermanentError(f"{what} refused: HTTP {status}: {exc.message[:200]}") from None
+    except openai.OpenAIError as exc:
+        raise PermanentError(f"{what} call failed: {exc.__class__.__name__}") from None
+
+
 def fold_prompt(previous: str | None, messages: Sequence[Message]) -> str:
     """The user turn of a summarize call: the previous summary, then the folded messages."""
     lines = ["Previous summary:", previous or "(none)", "", "Messages after it:"]
@@ -123,12 +166,7 @@ class OpenAISummarizer:
         self.max_tokens = max_tokens
         self.retry_after_cap_s = retry_after_cap_s
         self._tokens = tokens
-        self._client = openai.OpenAI(
-            api_key=api_key,
-            base_url=base_url or None,
-            timeout=timeout_s,
-            max_retries=0,  # retries belong to the llm task family (backoff, dead letters)
-        )
+        self._client = openai_client(api_key=api_key, base_url=base_url, timeout_s=timeout_s)
 
     def describe(self) -> str:
         return f"openai (model {self.model}, {self.base_url or 'api.openai.com'})"
@@ -136,7 +174,9 @@ class OpenAISummarizer:
     def summarize(self, *, previous: str | None, messages: Sequence[Message]) -> SummaryText:
         prompt = fold_prompt(previous, messages)
         system = SYSTEM_PROMPT.format(max_words=max(20, self.max_tokens * 3 // 4))
-        try:
+        with openai_errors(
+            "LLM", timeout_s=self.timeout_s, retry_after_cap_s=self.retry_after_cap_s
+        ):
             completion = self._client.chat.completions.create(
                 model=self.model,
                 messages=[
@@ -146,24 +186,6 @@ class OpenAISummarizer:
                 temperature=0,
                 max_completion_tokens=self.max_tokens,
             )
-        except openai.APITimeoutError:
-            raise LLMUnavailable(f"LLM timed out after {self.timeout_s:g}s") from None
-        except openai.APIConnectionError as exc:
-            raise LLMUnavailable(f"LLM unreachable: {exc.__cause__ or exc}") from None
-        except openai.APIStatusError as exc:
-            status = exc.status_code
-            if status in RETRYABLE_STATUS or status >= 500:
-                wait_s = min(self.retry_after_cap_s, retry_after_s(exc.response.headers))
-                raise LLMUnavailable(
-                    f"LLM answered HTTP {status}"
-                    + (f", retry after {wait_s:g}s" if wait_s else ""),
-                    retry_after_s=wait_s,
-                ) from None
-            # The server's message names the problem (model, key, quota); it never echoes
-            # the conversation, but keep it short anyway.
-            raise PermanentError(f"LLM refused: HTTP {status}: {exc.message[:200]}") from None
-        except openai.OpenAIError as exc:
-            raise PermanentError(f"LLM call failed: {exc.__class__.__name__}") from None
         text = (completion.choices[0].message.content or "").strip() if completion.choices else ""
         if not text:
             raise PermanentError("LLM returned an empty summary")

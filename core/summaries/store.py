@@ -139,13 +139,34 @@ def save_summary(engine: Engine, record: SummaryRecord, *, usage: UsageRule) -> 
 
 
 def _add_usage(connection: Connection, record: SummaryRecord) -> None:
-    statement = insert_for(connection, llm_usage).values(
+    add_usage(
+        connection,
         tenant=record.tenant,
-        day=record.created_at.astimezone(UTC).date(),
         model=record.model,
-        calls=1,
         prompt_tokens=record.prompt_tokens,
         completion_tokens=record.completion_tokens,
+        now=record.created_at,
+    )
+
+
+def add_usage(
+    connection: Connection,
+    *,
+    tenant: str,
+    model: str,
+    prompt_tokens: int,
+    completion_tokens: int,
+    now: datetime,
+) -> None:
+    """One paid LLM call in ``llm_usage`` (the tenant's UTC day and model row), on the
+    caller's transaction: summaries and consolidation merges alike."""
+    statement = insert_for(connection, llm_usage).values(
+        tenant=tenant,
+        day=now.astimezone(UTC).date(),
+        model=model,
+        calls=1,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
     )
     excluded = statement.excluded
     connection.execute(

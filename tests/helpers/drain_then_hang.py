@@ -12,8 +12,8 @@ import time
 from config.settings import Settings
 from core.client import redis_from_url
 from core.log.drainer import Drainer
-from core.log.lease import Lease
 from core.store.db import make_engine
+from core.store.lease import Lease
 
 
 def main() -> None:
@@ -28,7 +28,7 @@ def main() -> None:
     held = 0
     for shard in range(settings.shards):
         lease = Lease(
-            drainer.redis, drainer.scripts, drainer.keys.lease(shard), settings.drain_lease_ms
+            drainer.redis, drainer.scripts.lease, drainer.keys.lease(shard), settings.drain_lease_ms
         )
         if not lease.acquire():
             continue  # a live drainer has this shard

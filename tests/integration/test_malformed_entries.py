@@ -14,9 +14,9 @@ from config.settings import Settings
 from core.client import MemoryClient
 from core.log.drainer import Drainer
 from core.log.entries import DECODERS, MESSAGE, decode_message
-from core.log.lease import Lease
 from core.store.connections import raw_command
 from core.store.keys import CONSUMER_GROUP
+from core.store.lease import Lease
 from tests.conftest import assert_commit_order, assert_exactly_once, messages_in_store
 from tests.integration.test_cli import memscribe
 
@@ -169,7 +169,7 @@ def test_the_reclaim_loop_stops_when_the_lease_is_lost(
     dead.read_new(0, count=50)  # then it "crashes" holding 50 entries
     time.sleep(lease_ms / 1000 * 1.5)
     live = Drainer(redis=client.redis, engine=memory.engine, settings=settings, consumer="live")
-    lease = Lease(client.redis, live.scripts, client.keys.lease(0), lease_ms)
+    lease = Lease(client.redis, live.scripts.lease, client.keys.lease(0), lease_ms)
     assert lease.acquire()
     client.redis.set(client.keys.lease(0), "someone else")  # the lease passes to another
     claimed = live.reclaim(0, count=50, lease=lease)
