@@ -50,3 +50,35 @@ def test_memories_on_every_master(
     client.redis.delete(*views)
     assert len(client.recall("user-7")) == 3 and len(client.recall("user-5")) == 1
     assert_no_cross_slot(cluster)
+
+
+def test_consolidation_on_every_master(
+    cluster_client: MemoryClient, cluster: PrivateCluster, pg_database: str
+) -> None:
+    """The consolidation's scripts (durability check, view compare-and-set) run on the master
+    of each subject's slot: exact and near duplicates fold on all three, recall follows."""
+    from core.memories.consolidate import Consolidator
+
+    client = cluster_client
+    subjects = [f"user-{i}" for i in range(24)]
+    for subject in subjects:
+        client.remember(subject, "The user lives in Berlin and works as a nurse.")
+        client.remember(subject, "The user lives in Berlin and works as a night nurse.")
+        client.remember(subject, "Owns a red bicycle.")
+        client.remember(subject, "owns a  RED bicycle")
+        client.remember(subject, "Allergic to peanuts.", priority="CRITICAL")
+    assert drainer_for(client).flush(timeout_s=60) == 0
+    consolidator = Consolidator(
+        redis=client.redis,
+        engine=client.engine,
+        settings=client.settings.model_copy(update={"memory_merger": "local"}),
+    )
+    report = consolidator.consolidate_due()
+    assert (report.subjects, report.merged, report.exact) == (24, 48, 24)
+    for subject in subjects:
+        live = client.recall(subject, k=10)
+        assert len(live) == 3
+        assert sum(1 for m in live if m.merged_from) == 2
+        assert any(m.priority == "CRITICAL" and not m.merged_from for m in live)
+    assert consolidator.consolidate_due().merged == 0  # a second pass changes nothing
+    assert_no_cross_slot(cluster)
