@@ -1,10 +1,12 @@
 """llm.consolidate through real Celery workers: the beat task fans out one
-llm.consolidate_subject per due subject (ids only), an llm worker merges, the fake OpenAI
-server counts one call per near-duplicate cluster and none for exact duplicates."""
+llm.consolidate_subject per due subject (ids only), the llm workers merge, the fake OpenAI
+server counts one call per near-duplicate cluster and none for exact duplicates, also when
+two fan-outs race."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+import time
 from typing import Any
 
 import redis
@@ -57,6 +59,9 @@ def test_llm_consolidate_runs_on_the_llm_workers(
 
         wait_for(lambda: stored() == 4 * SUBJECTS, what="the memories to be durable")
         sender = Celery("test", config_source=celery_config(settings), set_as_current=False)
+        # Twice: every subject gets two tasks, which race on the two llm processes; the lease
+        # and the guarded update still allow one merge (one LLM call) per cluster.
+        sender.send_task("llm.consolidate", args=[], queue="llm")
         sender.send_task("llm.consolidate", args=[], queue="llm")
 
         def merged() -> int:
@@ -68,7 +73,9 @@ def test_llm_consolidate_runs_on_the_llm_workers(
                 )
 
         wait_for(lambda: merged() == 2 * SUBJECTS, timeout_s=120, what="the merges")
+        time.sleep(2)  # let the second fan-out's tasks finish: they must find nothing to do
         assert len(fake.requests()) == SUBJECTS  # one per near cluster, none for exact pairs
+        assert merged() == 2 * SUBJECTS
         for i in range(SUBJECTS):
             live = client.recall(f"user-{i}", k=10)
             assert len(live) == 2 and all(m.merged_from for m in live)
