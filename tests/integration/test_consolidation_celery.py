@@ -5,8 +5,8 @@ two fan-outs race."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
