@@ -231,7 +231,3 @@ class Keys:
     def cache_tag(self, tag: str) -> str:
         """Set: the cache keys written with ``tag`` (the tag index)."""
         return f"{self.prefix}:{{cache}}:t:{tag}"
-
-    def cache_tag_stamp(self, tag: str) -> str:
-        """String: the version stamp of one tag (changed by every invalidate_tag)."""
-        return f"{self.prefix}:{{cache}}:ts:{tag}"
