@@ -80,6 +80,16 @@ def test_outage_opens_the_breaker_serves_local_reads_and_fails_writes_fast(
     health = cache.health()
     assert health["status"] == "degraded" and cache.stats.degraded_reads >= 3
 
+    # @cached still answers, uncached: the function runs on every call while Redis is away.
+    calls: list[int] = []
+
+    @cache.cached(60)
+    def double(n: int) -> int:
+        calls.append(n)
+        return 2 * n
+
+    assert [double(2), double(2)] == [4, 4] and calls == [2, 2]
+
     proxy.restore()
     # No timing assert: it closes within a cooldown of Redis answering, at the next read.
     _wait_for(lambda: not cache.lookup("profile").degraded and cache.breaker.state == "closed")
