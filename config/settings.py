@@ -155,6 +155,17 @@ class Settings(BaseSettings):
     store_backoff_base_ms: int = Field(default=500, ge=1)
     store_backoff_cap_s: float = Field(default=30.0, gt=0)
 
+    # --- cache (core/cache; docs/cache.md) -------------------------------------------------
+    # The in-process level: bounded by entries and by JSON-encoded bytes, LRU beyond either.
+    cache_local_max_entries: int = Field(default=10_000, ge=1)
+    cache_local_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    # A value's lifetime in both levels when ``set`` names none.
+    cache_default_ttl_s: float = Field(default=300.0, gt=0)
+    # The circuit breaker on the cache's Redis: open after this many consecutive connection
+    # failures or timeouts; after breaker_cooldown_s one probe (half-open) may close it.
+    breaker_failures: int = Field(default=5, ge=1)
+    breaker_cooldown_s: float = Field(default=1.0, gt=0, le=4.0)
+
     # --- Celery ------------------------------------------------------------------------------
     # Must stay above the longest retry countdown, or kombu redelivers a task still waiting.
     visibility_timeout_s: int = Field(default=3600, ge=60)

@@ -12,6 +12,7 @@ from bench.section import Section
 from bench.sections import (
     append_cold,
     append_latency,
+    cache,
     durable_throughput,
     idle_cost,
     lag,
@@ -35,5 +36,7 @@ SECTIONS: list[Section] = [
     memories.SECTION,
     # No store: labelled pairs only.
     memory_similarity.SECTION,
+    # The cache's levels (core/cache).
+    cache.SECTION,
     # Later issues: erasure.SECTION, backups.SECTION
 ]

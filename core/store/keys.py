@@ -217,3 +217,17 @@ class Keys:
 
     def all_wals(self) -> list[str]:
         return [self.wal(shard) for shard in range(self.shards)]
+
+    # The cache's keys share the hash tag {cache}: a read's MGET of stamps and a write's MULTI
+    # touch one slot on a Redis Cluster. Names are validated by core/cache before they get here.
+    def cache_value(self, name: str) -> str:
+        """String: one cached value, JSON, with the cache's TTL."""
+        return f"{self.prefix}:{{cache}}:v:{name}"
+
+    def cache_stamp(self, name: str) -> str:
+        """String: the version stamp of one cached value (changed by every set and delete)."""
+        return f"{self.prefix}:{{cache}}:s:{name}"
+
+    def cache_tag(self, tag: str) -> str:
+        """Set: the cache keys written with ``tag`` (the tag index)."""
+        return f"{self.prefix}:{{cache}}:t:{tag}"

@@ -22,6 +22,7 @@ ALLOWED = {
     "sessions": {"summaries", "store"},
     "memories": {"summaries", "store"},
     "log": {"sessions", "memories", "store"},
+    "cache": {"store"},
 }
 MAX_LINES = 400
 
