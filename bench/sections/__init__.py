@@ -13,6 +13,7 @@ from bench.sections import (
     append_cold,
     append_latency,
     durable_throughput,
+    history,
     idle_cost,
     lag,
     memories,
@@ -33,6 +34,7 @@ SECTIONS: list[Section] = [
     summarization.SECTION,
     idle_cost.SECTION,
     memories.SECTION,
+    history.SECTION,
     # No store: labelled pairs only.
     memory_similarity.SECTION,
     # Later issues: erasure.SECTION, backups.SECTION

@@ -2,7 +2,10 @@
 
 It needs the real Redis and PostgreSQL, on stores of its own (never the test databases):
 MEMSCRIBE_TEST_BENCH_REDIS_URL (default redis://127.0.0.1:6379/7; the brokers use database 8 and
-11) and the PostgreSQL database ``memscribe_bench_test``. Speed is never asserted here.
+11, or MEMSCRIBE_TEST_BENCH_BROKER_URL and MEMSCRIBE_TEST_BENCH_NAIVE_BROKER_URL) and the
+PostgreSQL database ``memscribe_bench_test`` (or MEMSCRIBE_TEST_BENCH_DATABASE, a name holding
+"bench"), so parallel checkouts can each run it on stores of their own. Speed is never asserted
+here.
 """
 
 from __future__ import annotations
@@ -43,12 +46,17 @@ REQUIRED = {
 
 
 def _bench_env() -> dict[str, str]:
-    database = PG_SERVER._replace(path="/memscribe_bench_test").geturl()
+    name = os.environ.get("MEMSCRIBE_TEST_BENCH_DATABASE", "memscribe_bench_test")
+    database = PG_SERVER._replace(path=f"/{name}").geturl()
     return {
         **os.environ,
         "MEMSCRIBE_BENCH_REDIS_URL": REDIS_URL,
-        "MEMSCRIBE_BENCH_BROKER_URL": _with_db(REDIS_URL, 8),
-        "MEMSCRIBE_BENCH_NAIVE_BROKER_URL": _with_db(REDIS_URL, 11),
+        "MEMSCRIBE_BENCH_BROKER_URL": os.environ.get(
+            "MEMSCRIBE_TEST_BENCH_BROKER_URL", _with_db(REDIS_URL, 8)
+        ),
+        "MEMSCRIBE_BENCH_NAIVE_BROKER_URL": os.environ.get(
+            "MEMSCRIBE_TEST_BENCH_NAIVE_BROKER_URL", _with_db(REDIS_URL, 11)
+        ),
         "MEMSCRIBE_BENCH_DATABASE_URL": database,
         "PYTHONPATH": str(ROOT),
     }
