@@ -21,15 +21,17 @@ from sqlalchemy import Engine
 from config.settings import Settings, get_settings
 from core.errors import ConfigurationError, ValidationError
 from core.log import context as session_context
+from core.log import summary_request
 from core.log.appender import Appender
+from core.log.summary_request import SUMMARIZE_TASK as SUMMARIZE_TASK  # re-exported
 from core.memories.context import fit_budget
 from core.memories.context import last_user_text as _last_user_text
 from core.memories.service import Memories
 from core.memories.unconsolidate import Unconsolidated, unconsolidate
 from core.models import (
-    MEMORY_SETTING_FIELDS,
     AppendResult,
     Context,
+    HistoryPage,
     Memory,
     MemoryStats,
     Priority,
@@ -37,9 +39,10 @@ from core.models import (
     memory_defaults,
     validate_id,
 )
+from core.sessions import history as session_history
 from core.sessions import settings as session_settings
 from core.sessions import stats as session_stats
-from core.store.connections import redis_client
+from core.store.connections import answers_ping, redis_client
 from core.store.connections import redis_from_url as redis_from_url  # re-exported: tests, scripts
 from core.store.db import make_engine
 from core.store.keys import Keys, SessionKeys
@@ -47,11 +50,12 @@ from core.store.redis_errors import redis_errors
 from core.store.scripts import Scripts
 from core.store.tokens import TokenCounter, token_counter
 from core.summaries.budget import Budgets
+from core.summaries.store import SummaryRecord
 
 # Sends a task by name with id-only arguments: ("llm.summarize", [tenant, session_id]). core/
 # imports no Celery, so the app passes one in (tasks.llm.broker_enqueue builds the usual one).
 Enqueue = Callable[[str, list[str]], None]
-SUMMARIZE_TASK = "llm.summarize"
+AVAILABLE_TIMEOUT_S = 0.5
 
 
 class MemoryClient:
@@ -199,10 +203,8 @@ class MemoryClient:
 
     def _context(self, session_id: str, tenant: str) -> tuple[Context, str | None]:
         """The context and the session's subject."""
-        validate_id("tenant", tenant)
-        validate_id("session_id", session_id)
         return session_context.read(
-            self.scripts, self._appender, self.keys.session(tenant, session_id)
+            self.scripts, self._appender, self._session_keys(tenant, session_id, None)
         )
 
     # --- long-term memories (docs/memories.md) -------------------------------------------
@@ -298,27 +300,17 @@ class MemoryClient:
         effective settings. Raises ``ValidationError`` (nothing written) when the result would
         break a rule, e.g. ``keep_recent_tokens`` not below ``summary_trigger_tokens``.
         """
-        validate_id("tenant", tenant)
-        validate_id("session_id", session_id)
-        given = {
-            "summary_trigger_tokens": summary_trigger_tokens,
-            "buffer_max_tokens": buffer_max_tokens,
-            "buffer_max_messages": buffer_max_messages,
-            "keep_recent_tokens": keep_recent_tokens,
-        }
-        for name, value in given.items():
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
-                raise ValidationError(name, f"must be an integer, got {type(value).__name__}")
         return session_settings.configure(
             self.engine,
             self.redis,
-            self.keys.session(tenant, session_id),
+            self._session_keys(tenant, session_id, None),
             defaults=self.memory_defaults,
-            overrides={
-                MEMORY_SETTING_FIELDS[name]: value
-                for name, value in given.items()
-                if value is not None
-            },
+            overrides=session_settings.overrides_given(
+                summary_trigger_tokens=summary_trigger_tokens,
+                buffer_max_tokens=buffer_max_tokens,
+                buffer_max_messages=buffer_max_messages,
+                keep_recent_tokens=keep_recent_tokens,
+            ),
             reset=reset,
             ttl_s=self.settings.session_ttl_s,
         )
@@ -331,34 +323,15 @@ class MemoryClient:
         unknown). A summary with nothing to fold (everything fits in ``keep_recent_tokens``)
         settles without an LLM call.
         """
-        validate_id("tenant", tenant)
-        validate_id("session_id", session_id)
+        keys = self._session_keys(tenant, session_id, None)
         if self._enqueue is None:
             raise ConfigurationError(
                 "request_summary needs a way to send tasks: "
                 "MemoryClient.from_settings(enqueue=tasks.llm.broker_enqueue(settings))"
             )
-        keys = self.keys.session(tenant, session_id)
-        stamp = self._request(keys, "request")
-        if stamp == -1 and self._context(session_id, tenant)[0].from_durable_store:
-            stamp = self._request(keys, "request")  # re-warmed from the durable store
-        if stamp <= 0:
-            return False
-        try:
-            self._enqueue(SUMMARIZE_TASK, [tenant, session_id])
-        except Exception:
-            # Not sent: take the mark back, or the session would wait for the pending timeout.
-            self._request(keys, "cancel", stamp=stamp)
-            raise
-        return True
-
-    def _request(self, keys: Any, op: str, *, stamp: int = 0) -> int:
-        with redis_errors():
-            reply = self.scripts.summary_request(
-                keys=[keys.meta, keys.summary_pending],
-                args=[op, time.time_ns() // 1_000_000, self._pending_ms, keys.member, stamp],
-            )
-        return int(reply)
+        return summary_request.request(
+            self.scripts, self._appender, keys, enqueue=self._enqueue, pending_ms=self._pending_ms
+        )
 
     def memory_stats(self, session_id: str, *, tenant: str = "default") -> MemoryStats:
         """Buffer size and tokens, summary count and time, pending flag, effective settings.
@@ -367,14 +340,43 @@ class MemoryClient:
         the durable store (its real ``last_seq``, unsummarized tokens, summaries and settings;
         nothing buffered), without re-warming it.
         """
-        validate_id("tenant", tenant)
-        validate_id("session_id", session_id)
         return session_stats.memory_stats(
             self.redis,
-            self.keys.session(tenant, session_id),
+            self._session_keys(tenant, session_id, None),
             defaults=self.memory_defaults,
             load_durable=self._appender.durable,
         )
+
+    # --- scroll-back and health (docs/sessions.md) ------------------------------------------
+
+    def history(
+        self,
+        session_id: str,
+        *,
+        tenant: str = "default",
+        before_seq: int | None = None,
+        limit: int = 50,
+    ) -> HistoryPage:
+        """Scroll-back: the newest ``limit`` (1..1000) messages with ``seq < before_seq`` (None:
+        the newest), oldest first, wherever they are (the Redis buffer, the WAL, the durable
+        store). Reads only: one Redis call when the page is inside the buffer, plus one indexed
+        durable query otherwise. Pass ``next_before_seq`` back for the page before."""
+        keys = self._session_keys(tenant, session_id, None)
+        before_seq, limit = session_history.validate_page(before_seq, limit)
+        return session_history.page(
+            self.redis, self.scripts, lambda: self.engine, keys, before_seq=before_seq, limit=limit
+        )
+
+    def get_summary_history(
+        self, session_id: str, *, tenant: str = "default", limit: int = 10
+    ) -> list[SummaryRecord]:
+        """The session's stored summaries, newest first (at most ``limit``, 1..1000)."""
+        keys = self._session_keys(tenant, session_id, None)
+        return session_history.summaries(self.engine, keys, limit=limit)
+
+    def is_available(self) -> bool:
+        """True when Redis answers a PING within 0.5 s; never raises (for health checks)."""
+        return answers_ping(self.redis, timeout_s=AVAILABLE_TIMEOUT_S)
 
     def set_daily_token_budget(self, tenant: str, daily_tokens: int | None) -> None:
         """Override ``MEMSCRIBE_TENANT_DAILY_TOKEN_BUDGET`` for one tenant (0: no limit; None:

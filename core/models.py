@@ -79,6 +79,20 @@ class Context:
     memory_tokens: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    """One page of a session's scroll-back (``history``): ``messages`` oldest first.
+
+    Pass ``next_before_seq`` as ``before_seq`` for the page before this one; None when this
+    page reached the session's first message. ``from_durable_store`` is true when any of the
+    page was read from the durable store rather than the Redis buffer.
+    """
+
+    messages: list[Message] = field(default_factory=list)
+    next_before_seq: int | None = None
+    from_durable_store: bool = False
+
+
 class Priority(enum.IntEnum):
     """How much a memory matters. Consolidation never merges, rewrites, supersedes or expires
     a CRITICAL memory; when a context budget is short, lower priorities go first."""

@@ -14,6 +14,7 @@ from bench.sections import (
     append_latency,
     cache,
     durable_throughput,
+    history,
     idle_cost,
     lag,
     memories,
@@ -34,6 +35,7 @@ SECTIONS: list[Section] = [
     summarization.SECTION,
     idle_cost.SECTION,
     memories.SECTION,
+    history.SECTION,
     # No store: labelled pairs only.
     memory_similarity.SECTION,
     # The cache's levels (core/cache).

@@ -15,7 +15,8 @@ from typing import Any
 import redis
 from sqlalchemy import Connection, Engine, select, update
 
-from core.models import SessionMemorySettings, validate_memory_settings
+from core.errors import ValidationError
+from core.models import MEMORY_SETTING_FIELDS, SessionMemorySettings, validate_memory_settings
 from core.store.db import insert_for, of_session, sessions
 from core.store.db_errors import translate_errors
 from core.store.keys import SessionKeys
@@ -36,6 +37,16 @@ def _lock_row(connection: Connection, tenant: str, session_id: str) -> dict[str,
     # SQLite: the INSERT above already holds the database's write lock until commit.
     stored = connection.execute(query).scalar_one()
     return None if stored is None else {str(k): str(v) for k, v in stored.items()}
+
+
+def overrides_given(**given: int | None) -> dict[str, int]:
+    """configure_session's keyword arguments as config-hash fields (None: not given)."""
+    for name, value in given.items():
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            raise ValidationError(name, f"must be an integer, got {type(value).__name__}")
+    return {
+        MEMORY_SETTING_FIELDS[name]: value for name, value in given.items() if value is not None
+    }
 
 
 def configure(

@@ -13,6 +13,8 @@ command or in non-transactional pipelines, which ``RedisCluster`` splits per nod
 
 from __future__ import annotations
 
+import logging
+import threading
 from typing import Any, cast
 
 import redis
@@ -20,6 +22,8 @@ from redis.client import NEVER_DECODE
 from redis.cluster import RedisCluster
 
 from config.settings import Settings
+
+_log = logging.getLogger(__name__)
 
 
 def redis_from_url(url: str, *, cluster: bool = False, **kwargs: Any) -> redis.Redis:
@@ -59,3 +63,21 @@ def raw_command(client: Any, *args: Any) -> Any:
 def as_text(value: bytes | str) -> str:
     """A value of a raw reply (entry ids, cursors) as text; already-decoded text unchanged."""
     return value.decode() if isinstance(value, bytes) else value
+
+
+def answers_ping(client: redis.Redis, *, timeout_s: float) -> bool:
+    """True when ``client`` answers a PING within ``timeout_s``; never raises.
+
+    The PING runs on a daemon thread so a Redis that accepts the connection but never answers
+    costs the caller ``timeout_s``, not the client's socket timeout (the thread ends then)."""
+    answered = threading.Event()
+
+    def ping() -> None:
+        try:
+            if client.ping():
+                answered.set()
+        except Exception as exc:  # any failure means "not available"
+            _log.info("Redis did not answer PING: %s: %s", type(exc).__name__, exc)
+
+    threading.Thread(target=ping, name="memscribe-ping", daemon=True).start()
+    return answered.wait(timeout_s)

@@ -22,6 +22,7 @@ class Scripts:
 
     append: Script
     context: Script
+    history: Script
     ack_trim: Script
     lease: Script
     replay: Script

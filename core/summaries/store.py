@@ -199,6 +199,21 @@ def load_messages(
     return [_message(row) for row in rows]
 
 
+def load_messages_before(
+    engine: Engine, *, tenant: str, session_id: str, before_seq: int | None, limit: int
+) -> list[Message]:
+    """The newest ``limit`` stored messages with ``seq < before_seq`` (None: the newest
+    overall), oldest first. One query on the primary key (tenant, session_id, seq)."""
+    where = of_session(messages, tenant, session_id)
+    if before_seq is not None:
+        where = where & (messages.c.seq < before_seq)
+    with translate_errors(), engine.connect() as connection:
+        rows = connection.execute(
+            select(*_MESSAGE_COLUMNS).where(where).order_by(messages.c.seq.desc()).limit(limit)
+        ).all()
+    return [_message(row) for row in reversed(rows)]
+
+
 def load_context(
     engine: Engine, *, tenant: str, session_id: str, max_messages: int, max_tokens: int
 ) -> DurableContext | None:
@@ -262,6 +277,20 @@ def list_summaries(engine: Engine, *, tenant: str, session_id: str) -> list[Summ
             select(summaries)
             .where(of_session(summaries, tenant, session_id))
             .order_by(summaries.c.covers_through_seq)
+        ).all()
+    return [_record(row) for row in rows]
+
+
+def latest_summaries(
+    engine: Engine, *, tenant: str, session_id: str, limit: int
+) -> list[SummaryRecord]:
+    """A session's ``limit`` newest summaries, newest first (the primary key's order)."""
+    with translate_errors(), engine.connect() as connection:
+        rows = connection.execute(
+            select(summaries)
+            .where(of_session(summaries, tenant, session_id))
+            .order_by(summaries.c.covers_through_seq.desc())
+            .limit(limit)
         ).all()
     return [_record(row) for row in rows]
 

@@ -3,8 +3,9 @@
 It needs the real Redis and PostgreSQL, on stores of its own (never the test databases):
 MEMSCRIBE_TEST_BENCH_REDIS_URL (default redis://127.0.0.1:6379/7; the brokers use database 8 and
 11, or MEMSCRIBE_TEST_BENCH_BROKER_URL and MEMSCRIBE_TEST_BENCH_NAIVE_BROKER_URL) and the
-PostgreSQL database ``memscribe_bench_test`` (or MEMSCRIBE_TEST_BENCH_DATABASE). Speed is never
-asserted here.
+PostgreSQL database ``memscribe_bench_test`` (or MEMSCRIBE_TEST_BENCH_DATABASE, a name holding
+"bench"), so parallel checkouts can each run it on stores of their own. Speed is never asserted
+here.
 """
 
 from __future__ import annotations
