@@ -122,7 +122,7 @@ def check_name(field_name: str, name: str) -> str:
 
 
 def encode(value: Any) -> str:
-    """JSON only (never pickle): a value that is not JSON is the caller's error."""
+    """JSON only: a value that is not JSON is the caller's error."""
     try:
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:

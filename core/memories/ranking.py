@@ -17,17 +17,10 @@ from functools import lru_cache
 
 from config.settings import Settings
 from core.memories.records import ViewEntry, effective_ttl_s
+from core.memories.similarity import STOPWORDS, cosine, stem
 from core.models import Memory, Priority
 
 _WORD = re.compile(r"\w+")
-# Words too common in stored facts to say which fact a query is about.
-_STOP = frozenset(
-    {
-        *("a", "an", "and", "are", "as", "at", "be", "by", "for", "from", "has", "have"),
-        *("i", "in", "is", "it", "its", "of", "on", "or", "that", "the", "this", "to"),
-        *("was", "were", "will", "with", "user", "users", "my", "me"),
-    }
-)
 RELEVANCE_WEIGHT = 0.7
 PRIORITY_WEIGHT = 0.2
 RECENCY_WEIGHT = 0.1
@@ -36,17 +29,11 @@ _BM25_K1 = 1.2
 _BM25_B = 0.75
 
 
-def _stem(word: str) -> str:
-    for suffix in ("ing", "ies", "es", "ed", "s"):
-        if len(word) > len(suffix) + 2 and word.endswith(suffix):
-            return word[: -len(suffix)] + ("y" if suffix == "ies" else "")
-    return word
-
-
 @lru_cache(maxsize=65_536)
 def terms(text: str) -> tuple[str, ...]:
-    """The words of ``text`` that carry meaning, casefolded and lightly stemmed."""
-    return tuple(_stem(word) for word in _WORD.findall(text.casefold()) if word not in _STOP)
+    """The words of ``text`` that carry meaning, casefolded and lightly stemmed (the same
+    stop words and stemmer as near-duplicate detection)."""
+    return tuple(stem(word) for word in _WORD.findall(text.casefold()) if word not in STOPWORDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,12 +102,6 @@ def _lexical(query: str, candidates: Sequence[Candidate]) -> list[float]:
     return [score / best if best else 0.0 for score in scores]
 
 
-def _cosine(a: Sequence[float], b: Sequence[float]) -> float:
-    dot = sum(x * y for x, y in zip(a, b, strict=False))
-    size = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
-    return max(0.0, dot / size) if size else 0.0
-
-
 def rank(
     candidates: Sequence[Candidate],
     *,
@@ -136,7 +117,7 @@ def rank(
         for index, candidate in enumerate(candidates):
             vector = vectors.get(candidate.entry.memory_id)
             if vector is not None:
-                relevance[index] = _cosine(query_vector, vector)
+                relevance[index] = max(0.0, cosine(query_vector, vector))
     scored = []
     for candidate, relevant in zip(candidates, relevance, strict=True):
         age_s = max(0, now_ms - candidate.last_ms) / 1000

@@ -15,14 +15,10 @@ from typing import Any
 import redis
 from sqlalchemy import Engine, select
 
-from core.memories.records import (
-    COMPLETE,
-    SUPERSEDED,
-    encode_record,
-    live_value,
-)
-from core.models import Priority
-from core.store.db import memories, memory_lineage
+from core.memories.lineage import from_row
+from core.memories.records import COMPLETE
+from core.memories.view_merge import stored_value
+from core.store.db import memories
 from core.store.db_errors import translate_errors
 from core.store.keys import SubjectKeys
 from core.store.redis_errors import redis_errors
@@ -74,41 +70,15 @@ def load(engine: Engine, keys: SubjectKeys) -> DurableView:
         rows = connection.execute(
             select(memories).where(subject).order_by(memories.c.created_at)
         ).all()
-        lineage = connection.execute(
-            select(memory_lineage.c.merged_id, memory_lineage.c.source_id)
-            .where(
-                memory_lineage.c.tenant == keys.tenant,
-                memory_lineage.c.subject_id == keys.subject_id,
-            )
-            .order_by(memory_lineage.c.merged_id, memory_lineage.c.source_id)
-        ).all()
-    merged_from: dict[str, list[str]] = {}
-    for merged_id, source_id in lineage:
-        merged_from.setdefault(merged_id, []).append(source_id)
-    values: list[tuple[str, str]] = []
-    vectors: list[tuple[str, str]] = []
-    for row in rows:
-        accessed = row.last_accessed
-        record = encode_record(
-            memory_id=row.memory_id,
-            tenant=row.tenant,
-            subject_id=row.subject_id,
-            content=row.content,
-            tags=tuple(row.tags or ()),
-            created_us=int(row.created_at.timestamp() * 1_000_000),
-            ttl_s=row.ttl_s,
-            provenance=row.provenance,
-            last_accessed_ms=int(accessed.timestamp() * 1000) if accessed else None,
-            access_count=int(row.access_count or 0),
-            merged_from=tuple(merged_from.get(row.memory_id, ())),
-        )
-        value = live_value(Priority(row.priority), bool(row.pinned), record)
-        if row.superseded_by is not None:
-            value = f"{SUPERSEDED}{row.superseded_by}|{value}"
-        values.append((row.memory_id, value))
-        if row.embedding is not None:
-            vectors.append((row.memory_id, json.dumps(row.embedding, separators=(",", ":"))))
-    return DurableView(values=values, embeddings=vectors)
+    stored = [from_row(row) for row in rows]
+    return DurableView(
+        values=[(memory.memory_id, stored_value(memory)) for memory in stored],
+        embeddings=[
+            (memory.memory_id, json.dumps(memory.embedding, separators=(",", ":")))
+            for memory in stored
+            if memory.embedding is not None
+        ],
+    )
 
 
 def warm(
