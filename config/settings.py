@@ -166,6 +166,26 @@ class Settings(BaseSettings):
     breaker_failures: int = Field(default=5, ge=1)
     breaker_cooldown_s: float = Field(default=1.0, gt=0, le=4.0)
 
+    # --- conversation and agent state (core/state; docs/state.md) ----------------------------
+    # Redis lifetimes per kind, refreshed by every write of that kind. They bound what Redis
+    # holds, never what is durable: a kind that expired is read back from the store.
+    state_ttl_s: int = Field(default=3600, ge=1)
+    state_evaluation_ttl_s: int = Field(default=60, ge=1)
+    state_task_ttl_s: int = Field(default=300, ge=1)
+    state_context_ttl_s: int = Field(default=300, ge=1)
+    state_results_ttl_s: int = Field(default=1800, ge=1)
+    # The task stack's bounds: tasks per session, checkpoints per task.
+    state_max_tasks: int = Field(default=10, ge=1, le=1000)
+    state_max_checkpoints: int = Field(default=50, ge=1, le=10_000)
+    # One state field's JSON, at most (a patch carries only the fields that changed).
+    state_max_field_bytes: int = Field(default=256 * 1024, ge=1024, le=16 * 1024 * 1024)
+    # update_state: attempts after a version conflict before ConflictError.
+    state_update_retries: int = Field(default=100, ge=0, le=10_000)
+    # Agent results: consumed ones kept for inspection; unconsumed ones held at most.
+    state_results_retention: int = Field(default=100, ge=0, le=100_000)
+    state_results_max_unconsumed: int = Field(default=10_000, ge=1, le=1_000_000)
+    max_result_bytes: int = Field(default=64 * 1024, ge=16, le=16 * 1024 * 1024)
+
     # --- Celery ------------------------------------------------------------------------------
     # Must stay above the longest retry countdown, or kombu redelivers a task still waiting.
     visibility_timeout_s: int = Field(default=3600, ge=60)

@@ -1,11 +1,8 @@
 """The public API: ``MemoryClient``.
 
 ``append`` and ``append_many`` are the request path (``core/log/appender.py``): validation and
-token counting in process, then exactly one Redis call (an EVALSHA of ``core/lua/append.lua``)
-for a warm session. No PostgreSQL, no Celery publish: workers
-drain the shard's write-ahead stream into the durable store behind the caller's back. When an
-append crosses the session's summary trigger, the same call marks its WAL entry, and the
-drainer enqueues the summary once that entry is durable.
+token counting in process, then one Redis call (an EVALSHA of ``core/lua/append.lua``) for a
+warm session; no PostgreSQL, no Celery publish. Workers drain the WAL into the durable store.
 """
 
 from __future__ import annotations
@@ -42,6 +39,8 @@ from core.models import (
 from core.sessions import history as session_history
 from core.sessions import settings as session_settings
 from core.sessions import stats as session_stats
+from core.state.api import StateAPI
+from core.state.model import StateSchema
 from core.store.connections import answers_ping, redis_client
 from core.store.connections import redis_from_url as redis_from_url  # re-exported: tests, scripts
 from core.store.db import make_engine
@@ -58,8 +57,9 @@ Enqueue = Callable[[str, list[str]], None]
 AVAILABLE_TIMEOUT_S = 0.5
 
 
-class MemoryClient:
-    """Chat memory for one deployment. Thread-safe; share one per process."""
+class MemoryClient(StateAPI):
+    """Chat memory for one deployment. Thread-safe; share one per process. The state methods
+    (``state``, ``update_state``, ``put_result``, ...) come from ``core/state/api.py``."""
 
     def __init__(
         self,
@@ -69,6 +69,7 @@ class MemoryClient:
         engine: Engine | None = None,
         tokens: TokenCounter | None = None,
         enqueue: Enqueue | None = None,
+        state_schema: StateSchema | None = None,
     ) -> None:
         self.redis = redis
         self.settings = settings
@@ -89,18 +90,26 @@ class MemoryClient:
         self._memories = Memories(
             redis=redis, scripts=self.scripts, settings=settings, engine=lambda: self.engine
         )
+        self._init_state(state_schema)
 
     @classmethod
     def from_settings(
-        cls, settings: Settings | None = None, *, enqueue: Enqueue | None = None
+        cls,
+        settings: Settings | None = None,
+        *,
+        enqueue: Enqueue | None = None,
+        state_schema: StateSchema | None = None,
     ) -> MemoryClient:
-        """A client for the configured Redis and durable store (``MEMSCRIBE_*``).
-
-        ``enqueue`` is needed only by ``request_summary``: pass
-        ``tasks.llm.broker_enqueue(settings)`` (or any function that sends a Celery task).
-        """
+        """A client for the configured Redis and durable store (``MEMSCRIBE_*``). ``enqueue``
+        is needed only by ``request_summary``: pass ``tasks.llm.broker_enqueue(settings)``.
+        ``state_schema``: the app's declared shape of state ``data`` (docs/state.md)."""
         settings = settings or get_settings()
-        return cls(redis=redis_client(settings), settings=settings, enqueue=enqueue)
+        return cls(
+            redis=redis_client(settings),
+            settings=settings,
+            enqueue=enqueue,
+            state_schema=state_schema,
+        )
 
     @property
     def engine(self) -> Engine:
@@ -294,11 +303,9 @@ class MemoryClient:
         """Override this session's memory settings (the rest keep the global defaults).
 
         The overrides live in Redis beside the session (``append`` reads them inside its one
-        call) and in the durable store, so they survive Redis forgetting the session. Two
-        concurrent calls never lose each other's change. ``reset=True`` drops every override
-        first. Returns the
-        effective settings. Raises ``ValidationError`` (nothing written) when the result would
-        break a rule, e.g. ``keep_recent_tokens`` not below ``summary_trigger_tokens``.
+        call) and in the durable store. Two concurrent calls never lose each other's change.
+        ``reset=True`` drops every override first. Returns the effective settings. Raises
+        ``ValidationError`` (nothing written) when the result would break a rule.
         """
         return session_settings.configure(
             self.engine,
@@ -318,10 +325,8 @@ class MemoryClient:
     def request_summary(self, session_id: str, *, tenant: str = "default") -> bool:
         """Ask for a summary of this session now, without waiting for the trigger.
 
-        Idempotent while one is pending: returns True when this call marked the session and
-        sent ``llm.summarize``, False when a summary was already pending (or the session is
-        unknown). A summary with nothing to fold (everything fits in ``keep_recent_tokens``)
-        settles without an LLM call.
+        Idempotent while one is pending: True when this call marked the session and sent
+        ``llm.summarize``, False when a summary was already pending (or the session is unknown).
         """
         keys = self._session_keys(tenant, session_id, None)
         if self._enqueue is None:
@@ -335,11 +340,8 @@ class MemoryClient:
 
     def memory_stats(self, session_id: str, *, tenant: str = "default") -> MemoryStats:
         """Buffer size and tokens, summary count and time, pending flag, effective settings.
-
-        One Redis round trip when the session is in Redis; a cold session is described from
-        the durable store (its real ``last_seq``, unsummarized tokens, summaries and settings;
-        nothing buffered), without re-warming it.
-        """
+        One Redis round trip; a cold session is described from the durable store (nothing
+        buffered), without re-warming it."""
         return session_stats.memory_stats(
             self.redis,
             self._session_keys(tenant, session_id, None),

@@ -32,6 +32,16 @@ class PermanentError(MemscribeError):
     """A failure retrying cannot fix: the store rejects this data for its content."""
 
 
+class ConflictError(MemscribeError):
+    """A state write lost a race: the session's state changed since it was read.
+    ``current_version`` is the version that won; reload and try again (``update_state``
+    retries by itself up to ``MEMSCRIBE_STATE_UPDATE_RETRIES`` times before raising this)."""
+
+    def __init__(self, message: str, *, current_version: int) -> None:
+        super().__init__(message)
+        self.current_version = current_version
+
+
 class BackpressureError(TransientError):
     """Redis is too full of work not yet durable (WAL backlog, memory, or the tenant's quota):
     the append wrote nothing. Retry after ``retry_after_s``; ``reason`` says which limit."""

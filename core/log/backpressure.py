@@ -32,6 +32,9 @@ class Drained:
     body_bytes: int
     # A remembered memory's id: it leaves the shard's index of memories not yet durable.
     memory_id: str = ""
+    # A state patch: "<tenant>/<session_id>" and its version, for the state high water.
+    state_member: str = ""
+    state_version: int = 0
 
 
 def settle_args(
@@ -41,6 +44,7 @@ def settle_args(
     high water of sessions whose newest entry drained, tenants' bytes, durable memory ids.
     Empty when there is nothing to settle."""
     highest: dict[str, int] = {}
+    states: dict[str, int] = {}
     held: dict[str, int] = {}
     memory_ids: list[str] = []
     for entry in drained:
@@ -49,16 +53,26 @@ def settle_args(
             highest[member] = max(highest.get(member, 0), entry.seq)
         if entry.memory_id:
             memory_ids.append(entry.memory_id)
+        if entry.state_member:
+            states[entry.state_member] = max(states.get(entry.state_member, 0), entry.state_version)
         held[entry.tenant] = held.get(entry.tenant, 0) + entry.body_bytes
     if not held:
         return [], []
-    args: list[str | int] = [len(highest), len(held)]
+    args: list[str | int] = [len(highest), len(held), len(memory_ids)]
     for member, seq in highest.items():
         args += [member, seq]
     for tenant, size in held.items():
         args += [tenant, size]
     args += memory_ids
-    return [keys.high_water(shard), keys.tenant_bytes(shard), keys.pending_memory_ids(shard)], args
+    for member, version in states.items():
+        args += [member, version]
+    settle_keys = [
+        keys.high_water(shard),
+        keys.tenant_bytes(shard),
+        keys.pending_memory_ids(shard),
+        keys.state_high_water(shard),
+    ]
+    return settle_keys, args
 
 
 def _memory_ratio(client: redis.Redis) -> float:

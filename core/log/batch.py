@@ -10,10 +10,11 @@ from sqlalchemy import Engine
 
 from core.errors import PermanentError
 from core.log.backpressure import Drained
-from core.log.entries import Decoder, Known, Malformed, Unknown, sort_entry
+from core.log.entries import Decoder, Known, Malformed, Row, Unknown, sort_entry
 from core.log.report import DrainReport, Entry
 from core.log.repository import MessageRow, persist_messages
 from core.memories.wal import MemoryRow, RememberRow
+from core.state.wal import ConsumedRow, ResultRow, StatePatchRow, StateRow
 
 log = logging.getLogger(__name__)
 # WAL entry field set by the append script when the session crossed its summary trigger.
@@ -52,13 +53,22 @@ def persist_batch(
             offenders.append((entry, found.error))
         else:
             decoded.append((entry, found))
-            size = len(entry[1].get(b"d", b""))
-            row = found.row
-            pending = row.memory_id if isinstance(row, RememberRow) else ""
-            report.drained.append(Drained(row.tenant, row.session_id, row.seq, size, pending))
+            report.drained.append(_drained(found.row, len(entry[1].get(b"d", b""))))
     offenders += _persist_isolating(engine, decoded, report)
     report.dead_lettered = len(offenders)
     return report, offenders
+
+
+def _drained(row: Row, size: int) -> Drained:
+    """What settling this entry gives back (see ``core/log/backpressure.py``)."""
+    if isinstance(row, MessageRow):
+        return Drained(row.tenant, row.session_id, row.seq, size)
+    if isinstance(row, RememberRow):
+        return Drained(row.tenant, "", 0, size, row.memory_id)
+    if isinstance(row, StatePatchRow):
+        member = f"{row.tenant}/{row.session_id}"
+        return Drained(row.tenant, "", 0, size, state_member=member, state_version=row.version)
+    return Drained(row.tenant, "", 0, size)
 
 
 def _persist_isolating(
@@ -68,13 +78,16 @@ def _persist_isolating(
         return []
     rows: list[MessageRow] = []
     memory_rows: list[MemoryRow] = []
+    state_rows: list[StateRow] = []
     for _, known in items:
         if isinstance(known.row, MessageRow):
             rows.append(known.row)
+        elif isinstance(known.row, StatePatchRow | ResultRow | ConsumedRow):
+            state_rows.append(known.row)
         else:
             memory_rows.append(known.row)
     try:
-        inserted = persist_messages(engine, rows, memory_rows)
+        inserted = persist_messages(engine, rows, memory_rows, state_rows)
     except PermanentError as exc:
         if len(items) == 1:
             log.warning("dead-lettering WAL entry %s: %s", items[0][0][0], exc)

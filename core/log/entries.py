@@ -11,7 +11,8 @@ each entry one of three fates:
 - ``Malformed``: bytes that are not UTF-8, a missing field, a wrong type, bad JSON: no worker
   will ever decode it; dead-lettered raw, so an operator can look at it.
 
-Later kinds add a decoder to ``DECODERS``: memories (``r``, ``u``, ``a``; ``core/memories/wal.py``).
+Later kinds add a decoder to ``DECODERS``: memories (``r``, ``u``, ``a``; ``core/memories/wal.py``),
+state (``st``, ``ar``, ``ac``; ``core/state/wal.py``).
 """
 
 from __future__ import annotations
@@ -28,13 +29,15 @@ from core.log.repository import MessageRow
 from core.memories import wal as memory_wal
 from core.memories.wal import MemoryRow
 from core.models import micros_to_datetime
+from core.state import wal as state_wal
+from core.state.wal import StateRow
 from core.store.codec import expect_count, expect_text
 
 MESSAGE = ("m", "1")
 KIND_SHAPE = re.compile(r"[a-z]{1,8}")
 VERSION_SHAPE = re.compile(r"[1-9][0-9]{0,3}")
 RawFields = Mapping[bytes, bytes]
-Row = MessageRow | MemoryRow
+Row = MessageRow | MemoryRow | StateRow
 Decoder = Callable[[dict[str, str]], Row]
 
 
@@ -65,7 +68,11 @@ def _object(value: Any) -> dict[str, Any] | None:
     return value
 
 
-DECODERS: dict[tuple[str, str], Decoder] = {MESSAGE: decode_message, **memory_wal.DECODERS}
+DECODERS: dict[tuple[str, str], Decoder] = {
+    MESSAGE: decode_message,
+    **memory_wal.DECODERS,
+    **state_wal.DECODERS,
+}
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Engine, func
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from core.memories.wal import MemoryRow, apply_memory_rows
+from core.state.wal import StateRow, apply_state_rows
 from core.store.db import messages, sessions
 from core.store.db_errors import translate_errors
 
@@ -177,14 +178,17 @@ def _upsert_sessions_sqlite(connection: Connection, rows: Sequence[MessageRow]) 
 
 
 def persist_messages(
-    engine: Engine, rows: Sequence[MessageRow], memory_rows: Sequence[MemoryRow] = ()
+    engine: Engine,
+    rows: Sequence[MessageRow],
+    memory_rows: Sequence[MemoryRow] = (),
+    state_rows: Sequence[StateRow] = (),
 ) -> int:
-    """Write ``rows`` and their sessions, and apply ``memory_rows`` in order, in one
-    transaction; returns rows newly inserted or changed.
+    """Write ``rows`` and their sessions, and apply ``memory_rows`` and ``state_rows`` in
+    order, in one transaction; returns rows newly inserted or changed.
 
     Idempotent on ``message_id``: a batch that is replayed after a crash inserts nothing twice.
     """
-    if not rows and not memory_rows:
+    if not rows and not memory_rows and not state_rows:
         return 0
     inserted = 0
     with translate_errors(), engine.begin() as connection:
@@ -195,4 +199,6 @@ def persist_messages(
             inserted = _insert_messages_sqlite(connection, rows)
         if memory_rows:
             inserted += apply_memory_rows(connection, memory_rows)
+        if state_rows:
+            inserted += apply_state_rows(connection, state_rows)
     return inserted

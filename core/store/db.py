@@ -56,6 +56,9 @@ sessions = Table(
     # configure_session's overrides (the fields of the session's Redis config hash), kept here
     # so they survive Redis forgetting the session.
     Column("settings", JSON, nullable=True),
+    # The version of ``state`` (core/state): the drainer applies state patches in version
+    # order and never lets an older one overwrite a newer one.
+    Column("state_version", BigInteger, nullable=False, server_default="0"),
     PrimaryKeyConstraint("tenant", "session_id", name="pk_sessions"),
     Index("ix_sessions_subject", "subject_id"),
 )
@@ -166,6 +169,41 @@ memory_lineage = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     PrimaryKeyConstraint("merged_id", "source_id", name="pk_memory_lineage"),
     Index("ix_memory_lineage_source", "source_id"),
+)
+
+
+# Every change of a session's state (core/state): who, when, which fields, their new values.
+# One row per version; the drainer inserts them exactly once (the primary key).
+state_history = Table(
+    "state_history",
+    metadata,
+    Column("tenant", ID, nullable=False),
+    Column("session_id", ID, nullable=False),
+    Column("version", BigInteger, nullable=False),
+    Column("prev_version", BigInteger, nullable=False),
+    Column("actor", ID, nullable=True),
+    Column("schema_version", Integer, nullable=False),
+    Column("fields", JSON, nullable=False),
+    Column("changes", JSON, nullable=False),
+    Column("changed_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("tenant", "session_id", "version", name="pk_state_history"),
+)
+
+# Agent results of a session (core/state/results.py): taken at most once (consumed_at).
+agent_results = Table(
+    "agent_results",
+    metadata,
+    Column("tenant", ID, nullable=False),
+    Column("session_id", ID, nullable=False),
+    Column("result_id", ID, nullable=False),
+    # Put order within the session (assigned in Redis).
+    Column("position", BigInteger, nullable=False),
+    Column("result", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("consumed_at", DateTime(timezone=True), nullable=True),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    PrimaryKeyConstraint("tenant", "session_id", "result_id", name="pk_agent_results"),
+    Index("ix_agent_results_position", "tenant", "session_id", "position"),
 )
 
 

@@ -95,6 +95,42 @@ class SubjectKeys:
 
 
 @dataclass(frozen=True, slots=True)
+class StateKeys:
+    """A session's conversation state and agent results: the session's slot (``{<shard>}``)."""
+
+    shard: int
+    # Hash: "v" version, "sc" schema version, "f:subject" / "f:data" (JSON), and per kind
+    # "k:<kind>" = the version that last changed it. Exists while Redis knows the state.
+    main: str
+    # Strings (JSON), one per kind with its own TTL: the task stack, the checkpoint
+    # evaluation, the context and the temporary context.
+    tasks: str
+    evaluation: str
+    context: str
+    temp: str
+    # Agent results: hash id -> JSON record ("~" complete, "#" last position); list of the
+    # unconsumed ids, oldest first; list of consumed ids, newest first (the retention window).
+    results: str
+    unconsumed: str
+    consumed: str
+    wal: str
+    # Shard hash: "<tenant>/<session_id>" -> newest state version still in the WAL.
+    high_water: str
+    tenant_bytes: str
+    pressure: str
+    tenant: str
+    session_id: str
+
+    @property
+    def member(self) -> str:
+        return f"{self.tenant}/{self.session_id}"
+
+    def kind_keys(self) -> list[str]:
+        """The per-kind strings, in ``core.state.model.KINDS`` order after "state"."""
+        return [self.tasks, self.evaluation, self.context, self.temp]
+
+
+@dataclass(frozen=True, slots=True)
 class Keys:
     """Key builder for one deployment (prefix and shard count)."""
 
@@ -130,6 +166,31 @@ class Keys:
             tenant=tenant,
             session_id=session_id,
         )
+
+    def state(self, tenant: str, session_id: str) -> StateKeys:
+        shard = shard_of(tenant, session_id, self.shards)
+        base = f"{self.tag(shard)}:s:{tenant}:{session_id}"
+        return StateKeys(
+            shard=shard,
+            main=f"{base}:st",
+            tasks=f"{base}:st:tasks",
+            evaluation=f"{base}:st:eval",
+            context=f"{base}:st:ctx",
+            temp=f"{base}:st:tmp",
+            results=f"{base}:res",
+            unconsumed=f"{base}:res:q",
+            consumed=f"{base}:res:done",
+            wal=self.wal(shard),
+            high_water=self.state_high_water(shard),
+            tenant_bytes=self.tenant_bytes(shard),
+            pressure=self.pressure(shard),
+            tenant=tenant,
+            session_id=session_id,
+        )
+
+    def state_high_water(self, shard: int) -> str:
+        """Hash: "<tenant>/<session_id>" -> its newest state version still in the WAL."""
+        return f"{self.tag(shard)}:sthw"
 
     def subject(self, tenant: str, subject_id: str) -> SubjectKeys:
         # A subject's memories hash to a shard like a session named "@<subject_id>" would

@@ -34,6 +34,10 @@ class Scripts:
     memory_change: Script
     memory_touch: Script
     memory_warm: Script
+    state_patch: Script
+    state_read: Script
+    results_put: Script
+    results_take: Script
 
     @classmethod
     def register(cls, client: redis.Redis, *, preload: bool = True) -> Scripts:

@@ -21,8 +21,9 @@ ALLOWED = {
     "summaries": {"store"},
     "sessions": {"summaries", "store"},
     "memories": {"summaries", "store"},
-    "log": {"sessions", "memories", "store"},
+    "log": {"sessions", "memories", "state", "store"},
     "cache": {"store"},
+    "state": {"cache", "store"},
 }
 MAX_LINES = 400
 

@@ -1,0 +1,1 @@
+"""Conversation and agent state beside the messages (docs/state.md)."""
