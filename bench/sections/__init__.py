@@ -21,6 +21,7 @@ from bench.sections import (
     memory_similarity,
     network_hop,
     redis_memory,
+    state,
     summarization,
 )
 
@@ -36,6 +37,7 @@ SECTIONS: list[Section] = [
     idle_cost.SECTION,
     memories.SECTION,
     history.SECTION,
+    state.SECTION,
     # No store: labelled pairs only.
     memory_similarity.SECTION,
     # The cache's levels (core/cache).

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +42,8 @@ class DeadLetter:
 
 
 # The fields a WAL dead letter adds to the entry's own (replay.lua copies all the others back).
+# WAL kinds of conversation state (core/state/wal.py): their "d" is the app's data.
+STATE_KINDS = ("st", "ar", "ac")
 RECORD_FIELDS = ("entry_id", "error", "deliveries", "first_failed_ms", "last_failed_ms", "raw")
 
 
@@ -105,6 +108,12 @@ def _wal_dead_letter(shard: int, entry_id: str, raw: RawFields) -> DeadLetter:
         return default if value is None else value.decode("utf-8", "replace")
 
     detail: dict[str, Any] = {"shard": shard, "entry_id": meta("entry_id") or None}
+    if meta("k") in STATE_KINDS:
+        # State entries carry the app's data in "d": only the ids are shown, never the content.
+        detail |= {"kind": meta("k"), "tenant": meta("t"), "session_id": meta("s")}
+        if meta("n"):
+            detail["version" if meta("k") == "st" else "position"] = meta("n")
+        return _letter(shard, entry_id, meta, detail)
     try:
         record = json.loads(raw.get(b"d", b"").decode())
         detail |= {
@@ -125,6 +134,12 @@ def _wal_dead_letter(shard: int, entry_id: str, raw: RawFields) -> DeadLetter:
             if name.decode("latin-1") not in RECORD_FIELDS
         }
         detail["fields"] = printable(own)
+    return _letter(shard, entry_id, meta, detail)
+
+
+def _letter(
+    shard: int, entry_id: str, meta: Callable[..., str], detail: dict[str, Any]
+) -> DeadLetter:
     return DeadLetter(
         id=f"wal:{shard}:{entry_id}",
         kind="wal",

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from config.settings import Settings
 from core.client import MemoryClient, redis_from_url
 from core.errors import ConfigurationError, ConflictError, TransientError, ValidationError
+from core.log import deadletters
 from core.log.drainer import Drainer
 from core.state.model import StateSchema
 from core.store.db import make_engine
@@ -364,3 +365,39 @@ def test_inspect_state_and_stats(client: MemoryClient, drainer: Drainer) -> None
     stats = client.state_stats()
     assert stats["reads"] >= 2 and stats["writes"] == 1 and stats["breaker"] == "closed"
     assert 0 < stats["hit_rate"] <= 1
+
+
+def test_a_dead_lettered_patch_is_listed_without_content_and_replays_into_place(
+    client: MemoryClient, drainer: Drainer, pg_database: str
+) -> None:
+    """A patch the store rejects is isolated (the versions after it land), listed by ids only,
+    and a replay after the fix fills in what no later version changed."""
+    engine = make_engine(pg_database)
+    rule = "ALTER TABLE state_history ADD CONSTRAINT no_poison CHECK (changes::text NOT LIKE '%POISON%')"
+    with engine.begin() as connection:
+        connection.execute(sa.text(rule))
+    try:
+        client.update_state("s", lambda d: {"n": 1})
+        state = client.state("s")
+        state.context = {"note": "POISON secret-words"}
+        state.save()
+        client.update_state("s", lambda d: {"n": 3})
+        assert drainer.flush(timeout_s=30) == 0
+        [letter] = deadletters.list_dead_letters(client.redis, client.keys)
+        assert letter.detail["kind"] == "st" and letter.detail["version"] == "2"
+        assert "secret-words" not in json.dumps(letter.detail)
+        assert history_versions(pg_database) == [1, 3]
+        with engine.begin() as connection:
+            connection.execute(sa.text("ALTER TABLE state_history DROP CONSTRAINT no_poison"))
+        assert deadletters.replay_wal(client.redis, client.keys, client.scripts, letter.id)
+        assert drainer.flush(timeout_s=30) == 0
+        assert history_versions(pg_database) == [1, 2, 3]
+        stored, version = durable_state(pg_database)
+        assert version == 3 and stored["data"] == {"n": 3}
+        assert stored["context"] == {"note": "POISON secret-words"}
+    finally:
+        with engine.begin() as connection:
+            connection.execute(
+                sa.text("ALTER TABLE state_history DROP CONSTRAINT IF EXISTS no_poison")
+            )
+        engine.dispose()
