@@ -373,7 +373,10 @@ def test_a_dead_lettered_patch_is_listed_without_content_and_replays_into_place(
     """A patch the store rejects is isolated (the versions after it land), listed by ids only,
     and a replay after the fix fills in what no later version changed."""
     engine = make_engine(pg_database)
-    rule = "ALTER TABLE state_history ADD CONSTRAINT no_poison CHECK (changes::text NOT LIKE '%POISON%')"
+    rule = (
+        "ALTER TABLE state_history ADD CONSTRAINT no_poison "
+        "CHECK (changes::text NOT LIKE '%POISON%')"
+    )
     with engine.begin() as connection:
         connection.execute(sa.text(rule))
     try:
