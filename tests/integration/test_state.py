@@ -404,3 +404,15 @@ def test_a_dead_lettered_patch_is_listed_without_content_and_replays_into_place(
                 sa.text("ALTER TABLE state_history DROP CONSTRAINT IF EXISTS no_poison")
             )
         engine.dispose()
+
+
+def test_a_local_copy_is_never_served_after_another_client_wrote(client: MemoryClient) -> None:
+    """Two clients (two local levels, as two processes have): once B's write returned, A's
+    next read is B's version, never A's local copy."""
+    other = MemoryClient(redis=client.redis, settings=client.settings, engine=client.engine)
+    client.update_state("s", lambda d: {"n": 1})
+    assert client.state("s").level == "local"
+    for n in range(2, 6):
+        other.update_state("s", lambda d, n=n: {"n": n})
+        seen = client.state("s")
+        assert (seen.data, seen.version, seen.level) == ({"n": n}, n, "redis")
