@@ -24,7 +24,7 @@ from core.client import MemoryClient
 from core.store.db import messages, migrate, summaries
 from core.store.tokens import token_counter
 from core.summaries.status import summarization_status
-from worker import demo_memories, processes
+from worker import demo_memories, demo_state, processes
 
 console = Console()
 DEMO_TRIGGER_TOKENS = 250
@@ -195,8 +195,9 @@ def _drive(settings: Settings, *, sessions: int, total: int, appenders: int) -> 
     show_summaries(client, settings, tenant=tenant, session_ids=session_ids)
     users = [f"user-{i:03d}" for i in range(min(sessions, 20))]
     memories_ok = demo_memories.run(client, console, tenant=tenant, subjects=users)
+    state_ok = demo_state.run(client, console, tenant=tenant, session_ids=session_ids[:5])
     client.close()
-    ok = durable == total and distinct == total and memories_ok
+    ok = durable == total and distinct == total and memories_ok and state_ok
     console.print(
         "[green]every appended message is durable, once[/green]"
         if ok
