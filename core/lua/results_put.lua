@@ -40,6 +40,10 @@ local existing = redis.call('HGET', results, id)
 if existing then
   return {1, tonumber(string.match(existing, '^(%d+)|'))}
 end
+-- Consumed long ago (its record trimmed, its id still listed): a repeat, not a new result.
+if redis.call('LPOS', consumed, id) then
+  return {1, 0}
+end
 local held_results = redis.call('LLEN', unconsumed)
 if held_results >= tonumber(ARGV[7]) then
   return redis.error_reply('BACKPRESSURE results session holds ' .. held_results

@@ -1,6 +1,7 @@
 -- Take up to n unconsumed agent results of a session, oldest first, marking them consumed in
 -- the same call: two takers never get the same result.
--- KEYS as results_put.lua (results hash, unconsumed list, consumed list, WAL, tenant bytes).
+-- KEYS as results_put.lua (results hash, unconsumed list, consumed ids newest first, WAL,
+-- tenant bytes).
 -- ARGV: n, tenant, session_id, now_ms, ttl_s, retention (consumed results kept), then '' or
 --   '1' (restore) and the restore of results_put.lua.
 -- Returns {-1} when the results are not in Redis and no restore was given, else {0, then
@@ -43,11 +44,13 @@ for _, id in ipairs(ids) do
   reply[#reply + 1] = redis.call('HGET', results, id)
   quoted[#quoted + 1] = '"' .. id .. '"'
 end
+-- The newest `keep` consumed results keep their records; the ids of older ones stay in the
+-- list (up to 10x as many, at least 1,000) so a repeated put of such an id is still known.
 local keep = tonumber(ARGV[6])
-while redis.call('LLEN', consumed) > keep do
-  local old = redis.call('RPOP', consumed)
+for _, old in ipairs(redis.call('LRANGE', consumed, keep, keep + #ids - 1)) do
   redis.call('HDEL', results, old, 'c:' .. old)
 end
+redis.call('LTRIM', consumed, 0, keep + math.max(1000, 10 * keep) - 1)
 local taken = '[' .. table.concat(quoted, ',') .. ']'
 -- 'ac' 1: results consumed at ms (d = their ids).
 redis.call('XADD', wal, '*', 'k', 'ac', 'v', '1', 't', ARGV[2], 's', ARGV[3], 'ms', ARGV[4],

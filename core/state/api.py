@@ -185,7 +185,10 @@ class StateAPI:
                 "wal_newest_not_durable": None if pending is None else int(pending),
                 "durable": stored.version,
             },
-            "results": {"unconsumed": int(waiting), "consumed_retained": int(done)},
+            "results": {
+                "unconsumed": int(waiting),
+                "consumed_retained": min(int(done), self.settings.state_results_retention),
+            },
             "recent_changes": [
                 {
                     "version": c.version,

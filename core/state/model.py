@@ -58,8 +58,11 @@ def kind_ttls(settings: Settings) -> list[int]:
 
 
 def encode(value: Any) -> str:
-    """The canonical JSON of a field: dirty tracking compares these strings."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    """The canonical JSON of a field: dirty tracking compares these strings. NaN and
+    Infinity are refused (they are not JSON; PostgreSQL would reject them at drain time)."""
+    return json.dumps(
+        value, ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False
+    )
 
 
 def check_field(name: str, value: Any, *, max_bytes: int) -> str:

@@ -129,6 +129,7 @@ class Results:
             pipe.hgetall(keys.results)
             waiting, done, held = self.breaker.call(pipe.execute)
         unconsumed = [_result(i, held[i]) for i in waiting if i in held]
+        # Older consumed ids are listed without their records (kept to recognise a repeat).
         consumed = [
             _result(i, held[i], consumed_ms=int(held.get(f"c:{i}", 0))) for i in done if i in held
         ]
