@@ -51,8 +51,6 @@ from core.store.tokens import TokenCounter, token_counter
 from core.summaries.budget import Budgets
 from core.summaries.store import SummaryRecord
 
-# Sends a task by name with id-only arguments: ("llm.summarize", [tenant, session_id]). core/
-# imports no Celery, so the app passes one in (tasks.llm.broker_enqueue builds the usual one).
 Enqueue = Callable[[str, list[str]], None]
 AVAILABLE_TIMEOUT_S = 0.5
 
@@ -100,9 +98,9 @@ class MemoryClient(StateAPI):
         enqueue: Enqueue | None = None,
         state_schema: StateSchema | None = None,
     ) -> MemoryClient:
-        """A client for the configured Redis and durable store (``MEMSCRIBE_*``). ``enqueue``
-        is needed only by ``request_summary``: pass ``tasks.llm.broker_enqueue(settings)``.
-        ``state_schema``: the app's declared shape of state ``data`` (docs/state.md)."""
+        """A client for the configured stores (``MEMSCRIBE_*``). ``enqueue`` (for
+        ``request_summary``): ``tasks.llm.broker_enqueue(settings)``; ``state_schema``: the
+        app's shape of state ``data`` (docs/state.md). (Tasks carry ids only.)"""
         settings = settings or get_settings()
         return cls(
             redis=redis_client(settings),
