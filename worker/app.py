@@ -8,5 +8,7 @@ import worker.signals  # noqa: F401  (registers the fork-safety handlers)
 from config.celery import celery_config
 from config.settings import get_settings
 
-app = Celery("memscribe", include=["tasks.persist", "tasks.llm"])
+app = Celery(
+    "memscribe", include=["tasks.persist", "tasks.llm", "tasks.retention", "tasks.erasure"]
+)
 app.config_from_object(celery_config(get_settings()))

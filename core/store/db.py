@@ -32,6 +32,7 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -41,6 +42,15 @@ ID = String(128)
 JSONDocument = JSON().with_variant(JSONB(), "postgresql")
 
 metadata = MetaData()
+
+
+def _expiring(table: str) -> Index:
+    """The purge's index: rows with an ``expires_at``, oldest first (migration 0006)."""
+    condition = text("expires_at IS NOT NULL")
+    return Index(
+        f"ix_{table}_expires_at", "expires_at", postgresql_where=condition, sqlite_where=condition
+    )
+
 
 sessions = Table(
     "sessions",
@@ -59,8 +69,15 @@ sessions = Table(
     # The version of ``state`` (core/state): the drainer applies state patches in version
     # order and never lets an older one overwrite a newer one.
     Column("state_version", BigInteger, nullable=False, server_default="0"),
+    # Floors: the session's messages (seq), state versions and agent results (position) at or
+    # below them were cleared or erased. Writers compare under this row's lock
+    # (docs/erasure.md), so a write in flight at the clear can never bring them back.
+    Column("cleared_seq", BigInteger, nullable=False, server_default="0"),
+    Column("cleared_state_version", BigInteger, nullable=False, server_default="0"),
+    Column("cleared_result_position", BigInteger, nullable=False, server_default="0"),
     PrimaryKeyConstraint("tenant", "session_id", name="pk_sessions"),
     Index("ix_sessions_subject", "subject_id"),
+    _expiring("sessions"),
 )
 
 messages = Table(
@@ -81,8 +98,11 @@ messages = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("persisted_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("expires_at", DateTime(timezone=True), nullable=True),
+    # The data key ``content`` is encrypted under (core/crypto); NULL: stored as plaintext.
+    Column("key_id", String(64), nullable=True),
     PrimaryKeyConstraint("tenant", "session_id", "seq", name="pk_messages"),
     UniqueConstraint("message_id", name="uq_messages_message_id"),
+    _expiring("messages"),
 )
 
 # The history of a session's rolling summary: each row folds messages from_seq..covers_through_seq
@@ -103,7 +123,10 @@ summaries = Table(
     Column("prompt_tokens", Integer, nullable=False, server_default="0"),
     Column("completion_tokens", Integer, nullable=False, server_default="0"),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Column("key_id", String(64), nullable=True),
     PrimaryKeyConstraint("tenant", "session_id", "covers_through_seq", name="pk_summaries"),
+    _expiring("summaries"),
 )
 
 # LLM tokens spent per tenant, UTC day and model (summaries today; consolidation later).
@@ -117,6 +140,7 @@ llm_usage = Table(
     Column("prompt_tokens", BigInteger, nullable=False, server_default="0"),
     Column("completion_tokens", BigInteger, nullable=False, server_default="0"),
     PrimaryKeyConstraint("tenant", "day", "model", name="pk_llm_usage"),
+    Index("ix_llm_usage_day", "day"),
 )
 
 
@@ -152,8 +176,10 @@ memories = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=True),
+    Column("key_id", String(64), nullable=True),
     PrimaryKeyConstraint("memory_id", name="pk_memories"),
     Index("ix_memories_subject", "tenant", "subject_id"),
+    _expiring("memories"),
 )
 
 # One row per (merged memory, source): what consolidation folded, and how.
@@ -186,7 +212,9 @@ state_history = Table(
     Column("fields", JSON, nullable=False),
     Column("changes", JSON, nullable=False),
     Column("changed_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
     PrimaryKeyConstraint("tenant", "session_id", "version", name="pk_state_history"),
+    _expiring("state_history"),
 )
 
 # Agent results of a session (core/state/results.py): taken at most once (consumed_at).
@@ -204,6 +232,54 @@ agent_results = Table(
     Column("expires_at", DateTime(timezone=True), nullable=True),
     PrimaryKeyConstraint("tenant", "session_id", "result_id", name="pk_agent_results"),
     Index("ix_agent_results_position", "tenant", "session_id", "position"),
+    _expiring("agent_results"),
+)
+# delete_message leaves the message's id and seq (never its content): a WAL entry of it not yet
+# drained is dropped by the drainer, and its seq is never reused.
+message_tombstones = Table(
+    "message_tombstones",
+    metadata,
+    Column("message_id", ID, nullable=False),
+    Column("tenant", ID, nullable=False),
+    Column("session_id", ID, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("deleted_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("message_id", name="pk_message_tombstones"),
+    Index("ix_message_tombstones_session", "tenant", "session_id"),
+)
+# Erased memory ids: a remember of one of them still in the WAL is dropped by the drainer.
+memory_tombstones = Table(
+    "memory_tombstones",
+    metadata,
+    Column("memory_id", ID, nullable=False),
+    Column("tenant", ID, nullable=False),
+    Column("receipt_id", String(64), nullable=True),
+    Column("erased_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("memory_id", name="pk_memory_tombstones"),
+)
+# One row per erasure request (core/erasure): what was removed, per store, as counts. No
+# personal data: the subject only as a keyed hash (subject_ref).
+erasure_receipts = Table(
+    "erasure_receipts",
+    metadata,
+    Column("receipt_id", String(64), nullable=False),
+    Column("request_id", ID, nullable=False),
+    Column("scope", String(16), nullable=False),
+    Column("tenant", ID, nullable=False),
+    Column("subject_ref", String(64), nullable=True),
+    # sha-256 of the request's arguments: the same request_id with others is refused.
+    Column("args_digest", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("counts", JSON, nullable=True),
+    Column("key_ids", JSON, nullable=True),
+    Column("requested_at", DateTime(timezone=True), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=True),
+    Column("completed_at", DateTime(timezone=True), nullable=True),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    PrimaryKeyConstraint("receipt_id", name="pk_erasure_receipts"),
+    UniqueConstraint("request_id", name="uq_erasure_receipts_request"),
+    Index("ix_erasure_receipts_subject", "tenant", "subject_ref"),
 )
 
 

@@ -18,12 +18,28 @@ SHARED = {"core.models", "core.errors"}
 # package -> the core packages its modules may import (besides itself and SHARED)
 ALLOWED = {
     "store": set(),
-    "summaries": {"store"},
-    "sessions": {"summaries", "store"},
-    "memories": {"summaries", "store"},
-    "log": {"sessions", "memories", "state", "store"},
+    # Low rooms every writer and reader may use: data keys and ciphers (crypto), the retention
+    # policy and purge (retention).
+    "crypto": {"store"},
+    "retention": {"store"},
+    "summaries": {"store", "crypto", "retention"},
+    "sessions": {"summaries", "store", "crypto"},
+    "memories": {"summaries", "store", "crypto", "retention"},
+    "log": {"sessions", "memories", "state", "store", "crypto", "retention"},
     "cache": {"store"},
-    "state": {"cache", "store"},
+    "state": {"cache", "store", "crypto", "retention"},
+    # Erasure reaches every store and every kind of data.
+    "erasure": {
+        "log",
+        "sessions",
+        "summaries",
+        "memories",
+        "state",
+        "cache",
+        "store",
+        "crypto",
+        "retention",
+    },
 }
 MAX_LINES = 400
 

@@ -1,0 +1,3 @@
+"""Thin Celery tasks of core/erasure (family maintenance)."""
+
+from __future__ import annotations
