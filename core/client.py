@@ -16,6 +16,7 @@ import redis
 from sqlalchemy import Engine
 
 from config.settings import Settings, get_settings
+from core.erasure.api import ErasureAPI
 from core.errors import ConfigurationError, ValidationError
 from core.log import context as session_context
 from core.log import summary_request
@@ -52,12 +53,11 @@ from core.summaries.budget import Budgets
 from core.summaries.store import SummaryRecord
 
 Enqueue = Callable[[str, list[str]], None]
-AVAILABLE_TIMEOUT_S = 0.5
 
 
-class MemoryClient(StateAPI):
-    """Chat memory for one deployment. Thread-safe; share one per process. The state methods
-    (``state``, ``update_state``, ``put_result``, ...) come from ``core/state/api.py``."""
+class MemoryClient(StateAPI, ErasureAPI):
+    """Chat memory for one deployment. Thread-safe; share one per process. State methods are
+    in ``core/state/api.py``, clearing and erasure in ``core/erasure/api.py``."""
 
     def __init__(
         self,
@@ -376,7 +376,7 @@ class MemoryClient(StateAPI):
 
     def is_available(self) -> bool:
         """True when Redis answers a PING within 0.5 s; never raises (for health checks)."""
-        return answers_ping(self.redis, timeout_s=AVAILABLE_TIMEOUT_S)
+        return answers_ping(self.redis, timeout_s=0.5)
 
     def set_daily_token_budget(self, tenant: str, daily_tokens: int | None) -> None:
         """Override ``MEMSCRIBE_TENANT_DAILY_TOKEN_BUDGET`` for one tenant (0: no limit; None:

@@ -50,3 +50,8 @@ class BackpressureError(TransientError):
         super().__init__(message)
         self.reason = reason
         self.retry_after_s = retry_after_s
+
+
+class ClearedError(MemscribeError):
+    """The data this operation works on was cleared or erased meanwhile (core/erasure); its
+    result is dropped, never written."""

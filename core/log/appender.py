@@ -29,7 +29,7 @@ from core.models import (
 from core.sessions import restore as session_restore
 from core.sessions.restore import DurableContext
 from core.store.codec import encode_message
-from core.store.keys import SessionKeys
+from core.store.keys import Keys, SessionKeys
 from core.store.redis_errors import redis_errors
 from core.store.scripts import Scripts
 from core.store.tokens import TokenCounter
@@ -66,6 +66,7 @@ class Appender:
         self._engine = engine
         self._scripts = scripts
         self._settings = settings
+        self._keys = Keys.of(settings)
         self._tokens = tokens
         self._pending_ms = int(settings.summary_pending_timeout_s * 1000)
         # The tenant quota is enforced per shard (sessions spread evenly over shards).
@@ -153,14 +154,15 @@ class Appender:
         body: list[str | int] = []
         for message in messages:
             body += [message.message_id, message.body, message.tokens]
-        reply = self._call(keys, [*header, "", *body])
+        reply = self._call(keys, [*header, "", *body], subject_id)
         if int(reply[0]) == -1:
             # Redis has forgotten the session (or never had it): read the store, call again.
             durable = self.durable(keys)
             restore = session_restore.restore_args(
                 durable, tenant=keys.tenant, session_id=keys.session_id
             )
-            reply = self._call(keys, [*header, "1", *body, *restore])
+            bound = subject_id or (durable.subject_id if durable else None)
+            reply = self._call(keys, [*header, "1", *body, *restore], bound)
         crossed = int(reply[0])
         return [
             AppendResult(
@@ -179,7 +181,7 @@ class Appender:
             durable, tenant=keys.tenant, session_id=keys.session_id
         )
         header = self._header(keys, 0, None, time.time_ns() // 1_000_000)
-        self._call(keys, [*header, "1", *restore])
+        self._call(keys, [*header, "1", *restore], durable.subject_id if durable else None)
 
     def durable(self, keys: SessionKeys) -> DurableContext | None:
         return session_restore.load(
@@ -211,7 +213,11 @@ class Appender:
             str(settings.tenant_backlog_reserve),
         ]
 
-    def _call(self, keys: SessionKeys, args: list[str | int]) -> Any:
+    def _call(self, keys: SessionKeys, args: list[str | int], subject_id: str | None) -> Any:
+        # The subject's index key is only written when the session binds it (cold or first).
+        index = self._keys.no_subject(keys.shard)
+        if subject_id:
+            index = self._keys.subject_sessions(keys.shard, keys.tenant, subject_id)
         with redis_errors():
             return self._scripts.append(
                 keys=[
@@ -222,6 +228,8 @@ class Appender:
                     keys.config,
                     keys.summary_pending,
                     *keys.shared_by_append(),
+                    index,
+                    self._keys.tenant_sessions(keys.shard, keys.tenant),
                 ],
                 args=args,
             )

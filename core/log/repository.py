@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func
+from sqlalchemy import Connection, Engine, func, select, tuple_
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from core.memories.wal import MemoryRow, apply_memory_rows
 from core.state.wal import StateRow, apply_state_rows
-from core.store.db import messages, sessions
+from core.store.db import message_tombstones, messages, sessions
 from core.store.db_errors import translate_errors
 
 MESSAGE_COLUMNS = (
@@ -62,6 +62,18 @@ ON CONFLICT (tenant, session_id) DO UPDATE SET
     updated_at = greatest(s.updated_at, excluded.updated_at),
     last_seq = greatest(s.last_seq, excluded.last_seq),
     subject_id = coalesce(s.subject_id, excluded.subject_id)
+"""
+# Cleared and erased messages (core/erasure): at or below the session's floor, or deleted one by
+# one. Run before the session upsert (so an erased session does not get its subject back from
+# an old entry) and again after it: the upsert holds the session row's lock, so this second
+# look sees a clear that committed meanwhile, and a clear that comes later waits for this
+# batch and then deletes what it wrote.
+_DROP_CLEARED_STAGED = """
+DELETE FROM ms_stage_batch b USING sessions s
+WHERE s.tenant = b.tenant AND s.session_id = b.session_id AND b.seq <= s.cleared_seq
+"""
+_DROP_DELETED_STAGED = """
+DELETE FROM ms_stage_batch b USING message_tombstones t WHERE t.message_id = b.message_id
 """
 # ORDER BY seq: PostgreSQL evaluates a volatile target (clock_timestamp()) after the sort, so
 # within a session persisted_at never decreases as seq grows (P2's "in seq order", made
@@ -124,7 +136,10 @@ def _persist_postgres(connection: Connection, rows: Sequence[MessageRow]) -> int
     try:
         cursor.execute(_STAGING_DDL)
         cursor.copy_expert(f"COPY ms_stage_batch ({_STAGED_COLUMNS}) FROM STDIN", buffer)
+        cursor.execute(_DROP_CLEARED_STAGED)
+        cursor.execute(_DROP_DELETED_STAGED)
         cursor.execute(_UPSERT_STAGED_SESSIONS)
+        cursor.execute(_DROP_CLEARED_STAGED)
         cursor.execute(_MOVE_STAGED)
         inserted: int = cursor.rowcount
     finally:
@@ -177,6 +192,31 @@ def _upsert_sessions_sqlite(connection: Connection, rows: Sequence[MessageRow]) 
     )
 
 
+def _not_cleared_sqlite(connection: Connection, rows: Sequence[MessageRow]) -> list[MessageRow]:
+    """``rows`` without cleared or deleted messages (PostgreSQL: _DROP_CLEARED_STAGED)."""
+    pairs = sorted({(row.tenant, row.session_id) for row in rows})
+    floors = {
+        (tenant, session_id): cleared
+        for tenant, session_id, cleared in connection.execute(
+            select(sessions.c.tenant, sessions.c.session_id, sessions.c.cleared_seq).where(
+                tuple_(sessions.c.tenant, sessions.c.session_id).in_(pairs)
+            )
+        )
+    }
+    deleted = set(
+        connection.execute(
+            select(message_tombstones.c.message_id).where(
+                message_tombstones.c.message_id.in_([row.message_id for row in rows])
+            )
+        ).scalars()
+    )
+    return [
+        row
+        for row in rows
+        if row.seq > floors.get((row.tenant, row.session_id), 0) and row.message_id not in deleted
+    ]
+
+
 def persist_messages(
     engine: Engine,
     rows: Sequence[MessageRow],
@@ -195,8 +235,11 @@ def persist_messages(
         if rows and connection.dialect.name == "postgresql":
             inserted = _persist_postgres(connection, rows)
         elif rows:
-            _upsert_sessions_sqlite(connection, rows)
-            inserted = _insert_messages_sqlite(connection, rows)
+            # SQLite has one writer at a time: the floors read here cannot move under us.
+            rows = _not_cleared_sqlite(connection, rows)
+            if rows:
+                _upsert_sessions_sqlite(connection, rows)
+                inserted = _insert_messages_sqlite(connection, rows)
         if memory_rows:
             inserted += apply_memory_rows(connection, memory_rows)
         if state_rows:

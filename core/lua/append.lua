@@ -9,6 +9,10 @@
 -- KEYS[7] high water    (shard hash: member -> newest seq not yet durable; the drainer clears it)
 -- KEYS[8] tenant bytes  (shard hash: tenant -> bytes of its WAL entries not yet drained)
 -- KEYS[9] pressure flag (set by drainers while Redis memory is past its threshold)
+-- KEYS[10] the subject's sessions of this shard (a set; erasure's index), or an unused key
+-- KEYS[11] the tenant's sessions of this shard (a set; erase_tenant's index)
+-- Both are written only when a session starts, is restored, or binds its subject: never on
+-- a warm append.
 -- ARGV[1..15]: n messages (0 = restore only), buffer_max_messages, ttl_s, dedupe_window,
 --   subject_id ('' = none), summary_trigger_tokens, buffer_max_tokens, now_ms,
 --   pending_timeout_ms, member ("tenant/session_id"), tenant, max_wal_backlog (0 = none),
@@ -23,10 +27,12 @@
 -- session continues, never restarts).
 local meta, buffer, ids, wal, config, pending = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local high_water, tenant_bytes, pressure = KEYS[7], KEYS[8], KEYS[9]
+local subject_sessions, tenant_sessions = KEYS[10], KEYS[11]
 local n = tonumber(ARGV[1])
 local ttl, window, subject = ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local now, pending_ms, member, tenant = tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10], ARGV[11]
 local first_restore = 16 + 3 * n
+local session_id = string.sub(member, #tenant + 2)
 
 local cold = redis.call('EXISTS', meta) == 0
 if cold and ARGV[15] ~= '1' then
@@ -89,7 +95,9 @@ local function restore()
   end
   if ARGV[r + 1] ~= '' then
     redis.call('HSET', meta, 'sub', ARGV[r + 1])
+    redis.call('SADD', subject_sessions, session_id)
   end
+  redis.call('SADD', tenant_sessions, session_id)
   for _, key in ipairs({meta, buffer, ids, config}) do
     redis.call('EXPIRE', key, ttl)
   end
@@ -187,6 +195,7 @@ if until_ms and reply[1] > 0 then
 end
 if subject ~= '' and not bound then
   redis.call('HSET', meta, 'sub', subject)
+  redis.call('SADD', subject_sessions, session_id)
 end
 redis.call('HSET', high_water, member, seq)
 redis.call('HINCRBY', tenant_bytes, tenant, bytes)

@@ -13,20 +13,21 @@ remember in the same batch finds the row. Every apply is idempotent except acces
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, case, delete, or_, select, update
+from sqlalchemy import Connection, case, delete, or_, select, text, update
 
 from core.errors import PermanentError
 from core.memories.model import Priority
 from core.memories.similarity import content_hash
 from core.models import micros_to_datetime
 from core.store.codec import expect_count, expect_text
-from core.store.db import insert_for, memories, memory_lineage
+from core.store.db import insert_for, memories, memory_lineage, memory_tombstones
 
 REMEMBER = ("r", "1")
 CHANGE = ("u", "1")
@@ -178,11 +179,44 @@ def apply_memory_rows(connection: Connection, rows: Sequence[MemoryRow]) -> int:
     return changed + _insert(connection, run)
 
 
+def subject_lock_key(tenant: str, subject_id: str) -> int:
+    """The advisory lock of a subject's memories: drainers take it shared, erasure exclusive
+    (a signed 64-bit int, as PostgreSQL wants it)."""
+    digest = hashlib.sha256(f"{tenant}/{subject_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def _not_erased(connection: Connection, rows: list[RememberRow]) -> list[RememberRow]:
+    """``rows`` without the memories an erasure removed (``memory_tombstones``).
+
+    On PostgreSQL the subjects' advisory locks are taken first (shared; erasure takes them
+    exclusive), so a remember checked before an erasure commits is written before the
+    erasure deletes, and one checked after it sees the tombstone: none comes back.
+    """
+    if connection.dialect.name == "postgresql":
+        locks = sorted({subject_lock_key(row.tenant, row.subject_id) for row in rows})
+        connection.execute(
+            text("SELECT pg_advisory_xact_lock_shared(k) FROM unnest(CAST(:keys AS bigint[])) k"),
+            {"keys": locks},
+        )
+    erased = set(
+        connection.execute(
+            select(memory_tombstones.c.memory_id).where(
+                memory_tombstones.c.memory_id.in_([row.memory_id for row in rows])
+            )
+        ).scalars()
+    )
+    return [row for row in rows if row.memory_id not in erased]
+
+
 def _expires(base: datetime, decay_s: int) -> datetime | None:
     return base + timedelta(seconds=decay_s) if decay_s else None
 
 
 def _insert(connection: Connection, rows: list[RememberRow]) -> int:
+    if not rows:
+        return 0
+    rows = _not_erased(connection, rows)
     if not rows:
         return 0
     values = [

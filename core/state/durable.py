@@ -118,6 +118,13 @@ def load_results(engine: Engine, tenant: str, session_id: str, *, retention: int
             .order_by(agent_results.c.position.desc())
             .limit(1)
         ).scalar()
+        # A cleared session's positions continue above its floor (never reused).
+        floor = connection.execute(
+            select(sessions.c.cleared_result_position).where(
+                of_session(sessions, tenant, session_id)
+            )
+        ).scalar()
+        last = max(int(last or 0), int(floor or 0))
 
     def result(row: Any) -> AgentResult:
         consumed = None if row.consumed_at is None else _ms(row.consumed_at)

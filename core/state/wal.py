@@ -148,6 +148,12 @@ def apply_state_rows(connection: Connection, rows: Sequence[StateRow]) -> int:
     written = _apply_patches(connection, patches) if patches else 0
     results = [row for row in rows if isinstance(row, ResultRow)]
     if results:
+        # Results at or below a cleared session's floor were erased (core/erasure).
+        floors = _floors(connection, {(row.tenant, row.session_id) for row in results})
+        results = [
+            row for row in results if row.position > floors.get((row.tenant, row.session_id), 0)
+        ]
+    if results:
         statement = insert_for(connection, agent_results).on_conflict_do_nothing(
             index_elements=["tenant", "session_id", "result_id"]
         )
@@ -183,6 +189,16 @@ def apply_state_rows(connection: Connection, rows: Sequence[StateRow]) -> int:
     return written
 
 
+def _floors(connection: Connection, pairs: set[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    """The sessions' results floors (cleared_result_position), for those with a row."""
+    found = connection.execute(
+        select(sessions.c.tenant, sessions.c.session_id, sessions.c.cleared_result_position).where(
+            tuple_(sessions.c.tenant, sessions.c.session_id).in_(sorted(pairs))
+        )
+    )
+    return {(tenant, session_id): int(floor) for tenant, session_id, floor in found}
+
+
 def _apply_patches(connection: Connection, patches: Sequence[StatePatchRow]) -> int:
     by_session: dict[tuple[str, str], list[StatePatchRow]] = defaultdict(list)
     for row in patches:
@@ -190,12 +206,28 @@ def _apply_patches(connection: Connection, patches: Sequence[StatePatchRow]) -> 
     # A fixed lock order: two drainers never deadlock on sessions rows.
     ordered = sorted(by_session)
     found = connection.execute(
-        select(sessions.c.tenant, sessions.c.session_id, sessions.c.state, sessions.c.state_version)
+        select(
+            sessions.c.tenant,
+            sessions.c.session_id,
+            sessions.c.state,
+            sessions.c.state_version,
+            sessions.c.cleared_state_version,
+        )
         .where(tuple_(sessions.c.tenant, sessions.c.session_id).in_(ordered))
         .order_by(sessions.c.tenant, sessions.c.session_id)
         .with_for_update()
     ).all()
     stored = {(r.tenant, r.session_id): (dict(r.state or {}), int(r.state_version)) for r in found}
+    # Versions at or below a cleared session's floor were erased (core/erasure): read under
+    # the row lock, so a clear that committed first is seen and a later one waits for us.
+    cleared = {(r.tenant, r.session_id): int(r.cleared_state_version) for r in found}
+    patches = [p for p in patches if p.version > cleared.get((p.tenant, p.session_id), 0)]
+    by_session = defaultdict(list)
+    for row in patches:
+        by_session[(row.tenant, row.session_id)].append(row)
+    ordered = sorted(by_session)
+    if not patches:
+        return 0
     values = []
     for key in ordered:
         state, version = stored.get(key, ({}, 0))

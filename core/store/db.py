@@ -75,6 +75,8 @@ sessions = Table(
     Column("cleared_seq", BigInteger, nullable=False, server_default="0"),
     Column("cleared_state_version", BigInteger, nullable=False, server_default="0"),
     Column("cleared_result_position", BigInteger, nullable=False, server_default="0"),
+    # The erasure receipt that cleared this session (its subject_id was removed).
+    Column("erased_by", String(64), nullable=True),
     PrimaryKeyConstraint("tenant", "session_id", name="pk_sessions"),
     Index("ix_sessions_subject", "subject_id"),
     _expiring("sessions"),
@@ -269,7 +271,10 @@ erasure_receipts = Table(
     Column("subject_ref", String(64), nullable=True),
     # sha-256 of the request's arguments: the same request_id with others is refused.
     Column("args_digest", String(64), nullable=False),
+    # pending -> completed | failed; stage: requested (the request's steps are under way),
+    # queued (they are done: nothing of before can be written again), erasing, done.
     Column("status", String(16), nullable=False),
+    Column("stage", String(16), nullable=False),
     Column("reason", Text, nullable=True),
     Column("counts", JSON, nullable=True),
     Column("key_ids", JSON, nullable=True),

@@ -188,6 +188,28 @@ class Keys:
             session_id=session_id,
         )
 
+    def subject_sessions(self, shard: int, tenant: str, subject_id: str) -> str:
+        """Set, in a session shard's slot: the sessions of this shard bound to the subject.
+        Erasure finds a subject's sessions through these (never a SCAN); append.lua adds a
+        session when it binds the subject."""
+        return f"{self.tag(shard)}:sx:{tenant}:{subject_id}"
+
+    def tenant_sessions(self, shard: int, tenant: str) -> str:
+        """Set, in a session shard's slot: the tenant's sessions of this shard (added by
+        append.lua when a session starts or is restored; erase_tenant reads it)."""
+        return f"{self.tag(shard)}:tx:{tenant}"
+
+    def no_subject(self, shard: int) -> str:
+        """A key of the shard's slot that append.lua never writes: KEYS[10] for a session
+        without a subject."""
+        return f"{self.tag(shard)}:sx"
+
+    def erasure_tombstone(self, shard: int, subject_ref: str) -> str:
+        """String "<receipt id>|<ms>" in the subject's slot, named by the subject's keyed hash
+        (never its id): set by erase_subject in the same call that drops the subject's memory
+        view (core/lua/subject_erase.lua)."""
+        return f"{self.tag(shard)}:erased:{subject_ref}"
+
     def state_high_water(self, shard: int) -> str:
         """Hash: "<tenant>/<session_id>" -> its newest state version still in the WAL."""
         return f"{self.tag(shard)}:sthw"

@@ -38,6 +38,8 @@ class Scripts:
     state_read: Script
     results_put: Script
     results_take: Script
+    session_clear: Script
+    subject_erase: Script
 
     @classmethod
     def register(cls, client: redis.Redis, *, preload: bool = True) -> Scripts:

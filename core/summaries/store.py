@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from sqlalchemy import Connection, Engine, func, select
 
+from core.errors import ClearedError
 from core.models import Message
 from core.store.db import insert_for, llm_usage, messages, of_session, sessions, summaries
 from core.store.db_errors import translate_errors
@@ -122,6 +123,7 @@ def save_summary(engine: Engine, record: SummaryRecord, *, usage: UsageRule) -> 
         "created_at": record.created_at,
     }
     with translate_errors(), engine.begin() as connection:
+        _check_not_cleared(connection, record)
         inserted = connection.execute(
             insert_for(connection, summaries)
             .values(values)
@@ -136,6 +138,20 @@ def save_summary(engine: Engine, record: SummaryRecord, *, usage: UsageRule) -> 
             )
         ).one()
     return _record(stored)
+
+
+def _check_not_cleared(connection: Connection, record: SummaryRecord) -> None:
+    """Refuse a summary that folded cleared or erased messages (core/erasure). FOR SHARE: a
+    clear holding the session row commits first and is seen; a later one waits for this
+    transaction and then deletes the summary with the rest."""
+    query = select(sessions.c.cleared_seq).where(
+        of_session(sessions, record.tenant, record.session_id)
+    )
+    if connection.dialect.name == "postgresql":
+        query = query.with_for_update(read=True)
+    cleared = connection.execute(query).scalar()
+    if cleared is not None and record.from_seq <= cleared:
+        raise ClearedError(f"the session was cleared through seq {cleared}")
 
 
 def _add_usage(connection: Connection, record: SummaryRecord) -> None:

@@ -38,7 +38,7 @@ import redis
 from sqlalchemy import Engine
 
 from config.settings import Settings
-from core.errors import TransientError
+from core.errors import ClearedError, TransientError
 from core.models import Message, memory_defaults, micros_to_datetime
 from core.store.codec import decode_buffer_item, split_buffer_item
 from core.store.keys import Keys, SessionKeys
@@ -71,7 +71,8 @@ class SummaryFenced(TransientError):
 @dataclass(frozen=True, slots=True)
 class SummarizeOutcome:
     """What one summarize did. ``status``: summarized, adopted, nothing_to_fold, deferred,
-    idle (nothing pending) or gone (Redis has no such session)."""
+    idle (nothing pending), gone (Redis has no such session) or cleared (the session was
+    cleared or erased during the call; the summary was dropped)."""
 
     status: str
     covers_through_seq: int = 0
@@ -157,6 +158,11 @@ class SessionSummarizer:
         begun = _Begun(keys, token, _pairs(reply[1]), reply[2], _pairs(reply[3]), _pairs(reply[4]))
         try:
             return self._run(begun)
+        except ClearedError:
+            # The session was cleared or erased while the LLM answered: the summary covers
+            # messages that are gone, so it is dropped (the clear already fenced the lease).
+            log.info("summary of a cleared session dropped")
+            return SummarizeOutcome(status="cleared")
         except BaseException as exc:
             # History stays as it was; the pending flag stays for the retry. Only the lease goes.
             with contextlib.suppress(redis.RedisError):

@@ -35,6 +35,8 @@ def upgrade() -> None:
         batch.add_column(
             sa.Column("cleared_result_position", sa.BigInteger, nullable=False, server_default="0")
         )
+        # The receipt of the erasure that cleared this session (its subject_id is gone).
+        batch.add_column(sa.Column("erased_by", sa.String(64), nullable=True))
     for table in ("summaries", "state_history"):
         with op.batch_alter_table(table) as batch:
             batch.add_column(sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True))
@@ -83,6 +85,7 @@ def upgrade() -> None:
         sa.Column("subject_ref", sa.String(64), nullable=True),
         sa.Column("args_digest", sa.String(64), nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("stage", sa.String(16), nullable=False),
         sa.Column("reason", sa.Text, nullable=True),
         sa.Column("counts", sa.JSON, nullable=True),
         sa.Column("key_ids", sa.JSON, nullable=True),
@@ -112,6 +115,7 @@ def downgrade() -> None:
         with op.batch_alter_table(table) as batch:
             batch.drop_column("expires_at")
     with op.batch_alter_table("sessions") as batch:
+        batch.drop_column("erased_by")
         batch.drop_column("cleared_result_position")
         batch.drop_column("cleared_state_version")
         batch.drop_column("cleared_seq")

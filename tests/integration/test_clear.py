@@ -1,0 +1,102 @@
+"""clear_session, clear_buffer, clear_summaries: one session's history gone everywhere
+(Redis, undrained WAL entries, the durable store), seq continuing, nothing coming back."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from core.client import MemoryClient
+from core.log.drainer import Drainer
+from core.store.db import make_engine
+from tests.conftest import both_backends
+
+
+def stored(url: str, session: str = "s") -> list[tuple[int, str]]:
+    engine = make_engine(url)
+    with engine.connect() as connection:
+        rows = connection.execute(
+            sa.text("SELECT seq, content FROM messages WHERE session_id = :s ORDER BY seq"),
+            {"s": session},
+        ).all()
+    engine.dispose()
+    return [(int(seq), content) for seq, content in rows]
+
+
+@both_backends
+def test_clear_session_removes_history_everywhere_and_seq_continues(
+    client: MemoryClient, drainer: Drainer, database_url: str
+) -> None:
+    for i in range(5):
+        client.append("s", "user", f"drained {i}")
+    drainer.flush(timeout_s=10)
+    for i in range(3):
+        client.append("s", "user", f"undrained {i}")  # still in the WAL at the clear
+    client.update_state("s", lambda data: {**data, "plan": "secret"})
+
+    cleared = client.clear_session("s")
+
+    assert cleared.seq_floor == 8
+    assert cleared.counts["messages"] == 5
+    assert client.context("s").messages == []
+    after = client.append("s", "user", "after the clear")
+    assert after.seq == 9
+    drainer.flush(timeout_s=10)
+    # The undrained entries met the floor at drain time: nothing of before came back.
+    assert stored(database_url) == [(9, "after the clear")]
+    assert [m.content for m in client.context("s").messages] == ["after the clear"]
+    assert client.state("s").data == {}
+
+
+@both_backends
+def test_clear_session_of_a_session_redis_forgot(
+    client: MemoryClient, drainer: Drainer, database_url: str
+) -> None:
+    for i in range(4):
+        client.append("s", "user", f"old {i}")
+    drainer.flush(timeout_s=10)
+    client.redis.flushdb()  # Redis forgot the session; the store still has it
+
+    client.clear_session("s")
+
+    assert client.context("s").messages == []
+    assert client.append("s", "user", "new").seq == 5
+    drainer.flush(timeout_s=10)
+    assert stored(database_url) == [(5, "new")]
+
+
+def test_clear_buffer_keeps_the_summary_and_clear_summaries_keeps_messages(
+    client: MemoryClient, drainer: Drainer, pg_database: str
+) -> None:
+    for i in range(3):
+        client.append("s", "user", f"m{i}")
+    drainer.flush(timeout_s=10)
+    engine = make_engine(pg_database)
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text(
+                "INSERT INTO summaries (tenant, session_id, covers_through_seq, from_seq, text,"
+                " tokens, folded_tokens, model, created_at) VALUES ('default', 's', 2, 1,"
+                " 'they talked', 3, 10, 'test', now())"
+            )
+        )
+    client.clear_summaries("s")
+    with engine.connect() as connection:
+        assert connection.execute(sa.text("SELECT count(*) FROM summaries")).scalar() == 0
+    assert [seq for seq, _ in stored(pg_database)] == [1, 2, 3]
+
+    client.clear_buffer("s")
+    assert stored(pg_database) == []
+    assert client.context("s").messages == []
+    assert client.append("s", "user", "next").seq == 4
+    engine.dispose()
+
+
+def test_clear_validates_before_touching_anything(client: MemoryClient) -> None:
+    import pytest
+
+    from core.errors import ValidationError
+
+    client.append("s", "user", "kept")
+    with pytest.raises(ValidationError, match="session_id"):
+        client.clear_session("bad id with spaces")
+    assert [m.content for m in client.context("s").messages] == ["kept"]
