@@ -22,7 +22,7 @@ from core.store.connections import redis_client
 from core.store.db import make_engine, migrate
 from core.store.keys import Keys
 from core.summaries.status import summarization_status
-from worker import dlq, memories, run
+from worker import dlq, erasure, memories, run
 
 console = Console()
 
@@ -154,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--appenders", type=int, default=4)
     dlq.add_parser(commands)
     memories.add_parsers(commands)
+    erasure.add_parsers(commands)
     run.add_parsers(commands)
     return parser
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from core.erasure import receipts
+from core.erasure import export, messages, receipts
 from core.erasure.receipts import Receipt
 from core.erasure.request import ErasureRequests
 from core.erasure.sessions import EVERYTHING, MESSAGES, SUMMARIES, Cleared, SessionClearer
@@ -31,6 +31,8 @@ class ErasureAPI:
     _enqueue: Callable[[str, list[str]], None] | None
     # Set by the client: (tenant, subject or None) -> data key ids destroyed (core/crypto).
     _destroy_keys: Callable[[str, str | None], list[str]] | None = None
+    # key id -> True while the key store still holds it (core/crypto; verify checks).
+    _key_alive: Callable[[str], bool] | None = None
 
     @property
     def engine(self) -> Engine:  # provided by MemoryClient
@@ -104,6 +106,41 @@ class ErasureAPI:
         """Erase a whole tenant (every session, subject, memory, state and usage row); the
         same receipts and guarantees as ``erase_subject``."""
         return self._send_erase(self._requests().tenant(tenant, request_id=request_id))
+
+    def delete_message(
+        self, message_id: str, *, tenant: str = "default", session_id: str | None = None
+    ) -> bool:
+        """Delete one message everywhere (Redis, its WAL entry, dead letters, the store); a
+        summary that covered it is dropped and rebuilt without it (the next summary folds
+        what it had folded). Its seq is never reused. False when there is no such message.
+        ``session_id`` is optional: it spares the search of undrained WAL entries."""
+        validate_id("message_id", message_id)
+        validate_id("tenant", tenant)
+        if session_id is not None:
+            validate_id("session_id", session_id)
+        dropped = messages.delete_message(
+            self.redis,
+            self.scripts,
+            self.engine,
+            self.keys,
+            message_id,
+            tenant=tenant,
+            session_id=session_id,
+        )
+        if dropped is None:
+            return False
+        if dropped.summaries and self._enqueue is not None:
+            found = messages.locate_session(self.engine, message_id)
+            if found is not None:
+                self.request_summary(found, tenant=tenant)  # type: ignore[attr-defined]
+        return True
+
+    def export_subject(self, subject_id: str, *, tenant: str = "default") -> Iterator[str]:
+        """Every record held about the subject as one JSON document, in pieces (GDPR articles
+        15 and 20): ``"".join(client.export_subject(...))`` parses; stream it to a file."""
+        validate_id("subject_id", subject_id)
+        validate_id("tenant", tenant)
+        return export.export_subject(self, self._requests(), subject_id, tenant=tenant)  # type: ignore[arg-type]
 
     def erasure_status(self, receipt_id: str) -> Receipt:
         """The receipt: pending -> completed (or failed, with ``reason``)."""

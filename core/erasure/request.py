@@ -22,6 +22,7 @@ import redis
 from sqlalchemy import Engine, delete, select, text
 
 from config.settings import Settings
+from core.cache.multilevel import Cache
 from core.erasure import receipts
 from core.erasure.receipts import QUEUED, SUBJECT, TENANT, Receipt
 from core.erasure.sessions import EVERYTHING, clear_in_redis, raise_floors
@@ -36,6 +37,18 @@ from core.store.scripts import Scripts
 # How long the Redis tombstone of a subject's erasure is kept (verify reads it).
 TOMBSTONE_TTL_S = 400 * 24 * 3600
 DestroyKeys = Callable[[str, str | None], list[str]]
+
+
+def subject_cache_tag(tenant: str, subject_id: str) -> str:
+    """The shared cache's tag for values that hold a subject's data: an app that caches them
+    with ``Cache.set(..., tags=[subject_cache_tag(tenant, subject_id)])`` has them dropped,
+    in every process, by the subject's erasure."""
+    return f"subject:{tenant}/{subject_id}"
+
+
+def tenant_cache_tag(tenant: str) -> str:
+    """The same for a whole tenant (erase_tenant)."""
+    return f"tenant:{tenant}"
 
 
 class ErasureRequests:
@@ -57,6 +70,7 @@ class ErasureRequests:
         self._keys = Keys.of(settings)
         # (tenant, subject_id or None for the whole tenant) -> key ids destroyed.
         self._destroy_keys = destroy_keys
+        self._cache = Cache(redis=redis, settings=settings)
 
     def subject(self, subject_id: str, *, tenant: str, request_id: str) -> Receipt:
         validate_id("subject_id", subject_id)
@@ -78,6 +92,7 @@ class ErasureRequests:
         counts["memories"] = self._bar_memories(tenant, subject_id, receipt.receipt_id, ref)
         with redis_errors():
             self._redis.delete(*self._subject_index_keys(tenant, subject_id))
+        counts["cache"] = self._cache.invalidate_tag(subject_cache_tag(tenant, subject_id))
         return self._queued(receipt, counts, key_ids)
 
     def tenant(self, tenant: str, *, request_id: str) -> Receipt:
@@ -90,7 +105,7 @@ class ErasureRequests:
         if receipt.stage != receipts.REQUESTED:
             return receipt
         key_ids = self._destroy(tenant, None)
-        counts = {"sessions": 0, "memories": 0}
+        counts = {"sessions": 0, "memories": 0, "cache": 0}
         found = self._tenant_sessions(tenant)
         for session_id in sorted(found):
             self._bar_session(tenant, session_id, receipt.receipt_id)
@@ -100,6 +115,8 @@ class ErasureRequests:
             counts["memories"] += self._bar_memories(tenant, subject_id, receipt.receipt_id, ref)
             with redis_errors():
                 self._redis.delete(*self._subject_index_keys(tenant, subject_id))
+            counts["cache"] += self._cache.invalidate_tag(subject_cache_tag(tenant, subject_id))
+        counts["cache"] += self._cache.invalidate_tag(tenant_cache_tag(tenant))
         return self._queued(receipt, counts, key_ids)
 
     # --- the steps ----------------------------------------------------------------------------
@@ -199,6 +216,14 @@ class ErasureRequests:
         return found
 
     # --- finding what to erase: indexes only, never a SCAN ------------------------------------
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine()
+
+    def sessions_of(self, tenant: str, subject_id: str) -> set[str]:
+        """The subject's sessions: Redis's index (sessions not yet durable) and the store's."""
+        return self._subject_sessions(tenant, subject_id)
 
     def _subject_index_keys(self, tenant: str, subject_id: str) -> list[str]:
         return [

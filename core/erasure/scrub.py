@@ -37,9 +37,13 @@ class Erased:
 
     sessions: dict[tuple[str, str], Floors] = field(default_factory=dict)
     memory_ids: set[str] = field(default_factory=set)
+    # Single messages (delete_message).
+    message_ids: set[str] = field(default_factory=set)
 
     def matches(self, known: Known) -> bool:
         row = known.row
+        if isinstance(row, MessageRow) and row.message_id in self.message_ids:
+            return True
         if isinstance(row, MessageRow | StatePatchRow | ResultRow):
             floors = self.sessions.get((row.tenant, row.session_id))
             if floors is None:
@@ -70,6 +74,14 @@ def _entries(client: redis.Redis, stream: str) -> Iterator[tuple[str, dict[bytes
         start = f"{milliseconds}-{int(sequence) + 1}"
         if len(page) < PAGE:
             return
+
+
+def known_entries(client: redis.Redis, stream: str) -> Iterator[tuple[str, Known]]:
+    """The entries of ``stream`` this worker can decode, oldest first."""
+    for entry_id, raw in _entries(client, stream):
+        sorted_entry = sort_entry(raw)
+        if isinstance(sorted_entry, Known):
+            yield entry_id, sorted_entry
 
 
 def find(client: redis.Redis, stream: str, erased: Erased) -> list[str]:

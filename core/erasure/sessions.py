@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, func, select
+from sqlalchemy import Connection, Engine, delete, func, null, select
 
 from core.store.db import (
     agent_results,
@@ -129,9 +129,9 @@ def raise_floors(
         values["cleared_result_position"] = _greatest(
             connection, row.cleared_result_position, found.results
         )
-        values["state"] = None
+        values["state"] = null()  # SQL NULL (None would store JSON null)
     if erased_by is not None:
-        values.update(subject_id=None, settings=None, erased_by=erased_by)
+        values.update(subject_id=None, settings=null(), erased_by=erased_by)
     statement = insert_for(connection, sessions).values(
         tenant=keys.tenant,
         session_id=keys.session_id,

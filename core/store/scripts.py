@@ -40,6 +40,7 @@ class Scripts:
     results_take: Script
     session_clear: Script
     subject_erase: Script
+    message_delete: Script
 
     @classmethod
     def register(cls, client: redis.Redis, *, preload: bool = True) -> Scripts:

@@ -100,3 +100,47 @@ def test_clear_validates_before_touching_anything(client: MemoryClient) -> None:
     with pytest.raises(ValidationError, match="session_id"):
         client.clear_session("bad id with spaces")
     assert [m.content for m in client.context("s").messages] == ["kept"]
+
+
+@both_backends
+def test_delete_message_drained_and_undrained(
+    client: MemoryClient, drainer: Drainer, database_url: str
+) -> None:
+    first = client.append("s", "user", "keep one")
+    doomed = client.append("s", "user", "delete me (drained)")
+    drainer.flush(timeout_s=10)
+    undrained = client.append("s", "user", "delete me (undrained)")
+    client.append("s", "user", "keep two")
+
+    assert client.delete_message(doomed.message_id) is True
+    assert client.delete_message(undrained.message_id) is True  # found in the WAL
+    assert client.delete_message("no-such-message") is False
+    drainer.flush(timeout_s=10)
+
+    assert stored(database_url) == [(1, "keep one"), (4, "keep two")]
+    assert [m.content for m in client.context("s").messages] == ["keep one", "keep two"]
+    assert client.append("s", "user", "next").seq == 5  # seq never reused
+    assert first.seq == 1
+
+
+def test_delete_message_drops_the_summaries_that_covered_it(
+    client: MemoryClient, drainer: Drainer, pg_database: str
+) -> None:
+    ids = [client.append("s", "user", f"m{i}").message_id for i in range(6)]
+    drainer.flush(timeout_s=10)
+    engine = make_engine(pg_database)
+    with engine.begin() as connection:
+        for through, start in ((2, 1), (4, 3)):
+            connection.execute(
+                sa.text(
+                    "INSERT INTO summaries (tenant, session_id, covers_through_seq, from_seq,"
+                    " text, tokens, folded_tokens, model, created_at) VALUES ('default', 's',"
+                    " :through, :start, :text, 3, 10, 'test', now())"
+                ),
+                {"through": through, "start": start, "text": f"through {through}"},
+            )
+    client.delete_message(ids[3])  # seq 4: only the summary through 4 covered it
+    with engine.connect() as connection:
+        left = connection.execute(sa.text("SELECT covers_through_seq FROM summaries")).scalars()
+        assert list(left) == [2]
+    engine.dispose()
