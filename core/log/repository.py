@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Engine, func
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from core.memories.wal import MemoryRow, apply_memory_rows
+from core.retention.policy import NO_RETENTION, RetentionPolicy
 from core.state.wal import StateRow, apply_state_rows
 from core.store.db import messages, sessions
 from core.store.db_errors import translate_errors
@@ -34,6 +35,8 @@ MESSAGE_COLUMNS = (
     "tokens",
     "metadata",
     "created_at",
+    # created_at + the tenant's retention of messages (core/retention); NULL: kept forever.
+    "expires_at",
 )
 # The staging table also carries subject_id, which belongs to the session, not the message.
 _STAGED_COLUMNS = ", ".join((*MESSAGE_COLUMNS, "subject_id"))
@@ -45,23 +48,26 @@ _NULL = "\\N"
 _STAGING_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS ms_stage_batch (
     message_id text, tenant text, session_id text, seq bigint, role text, content text,
-    tokens integer, metadata json, created_at timestamptz, subject_id text
+    tokens integer, metadata json, created_at timestamptz, expires_at timestamptz,
+    subject_id text
 ) ON COMMIT DELETE ROWS
 """
 # A session has one subject (append.lua refuses another), so the first one in seq order is
 # the one. ORDER BY gives a fixed lock order: two drainers upserting sessions never deadlock.
 _UPSERT_STAGED_SESSIONS = """
-INSERT INTO sessions AS s (tenant, session_id, subject_id, created_at, updated_at, last_seq)
+INSERT INTO sessions AS s (tenant, session_id, subject_id, created_at, updated_at, last_seq,
+                           expires_at)
 SELECT tenant, session_id,
        (array_agg(subject_id ORDER BY seq) FILTER (WHERE subject_id IS NOT NULL))[1],
-       min(created_at), max(created_at), max(seq)
+       min(created_at), max(created_at), max(seq), max(expires_at)
 FROM ms_stage_batch
 GROUP BY tenant, session_id
 ORDER BY tenant, session_id
 ON CONFLICT (tenant, session_id) DO UPDATE SET
     updated_at = greatest(s.updated_at, excluded.updated_at),
     last_seq = greatest(s.last_seq, excluded.last_seq),
-    subject_id = coalesce(s.subject_id, excluded.subject_id)
+    subject_id = coalesce(s.subject_id, excluded.subject_id),
+    expires_at = greatest(s.expires_at, excluded.expires_at)
 """
 # ORDER BY seq: PostgreSQL evaluates a volatile target (clock_timestamp()) after the sort, so
 # within a session persisted_at never decreases as seq grows (P2's "in seq order", made
@@ -89,8 +95,11 @@ class MessageRow:
     created_at: datetime
     subject_id: str | None = None
 
-    def as_params(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in MESSAGE_COLUMNS}
+    def as_params(self, expires_at: datetime | None) -> dict[str, Any]:
+        # expires_at is the policy's, not the entry's: the WAL entry does not carry it.
+        params = {name: getattr(self, name) for name in MESSAGE_COLUMNS if name != "expires_at"}
+        params["expires_at"] = expires_at
+        return params
 
 
 def _text(value: str) -> str:
@@ -100,7 +109,7 @@ def _text(value: str) -> str:
     return value
 
 
-def _copy_line(row: MessageRow) -> str:
+def _copy_line(row: MessageRow, expires_at: datetime | None) -> str:
     """One row of COPY text format, in ``_STAGED_COLUMNS`` order."""
     metadata = (
         _NULL
@@ -108,16 +117,22 @@ def _copy_line(row: MessageRow) -> str:
         else _text(json.dumps(row.metadata, ensure_ascii=False, separators=(",", ":")))
     )
     subject = _NULL if row.subject_id is None else _text(row.subject_id)
+    expires = _NULL if expires_at is None else expires_at.isoformat()
     return (
         f"{_text(row.message_id)}\t{_text(row.tenant)}\t{_text(row.session_id)}\t{int(row.seq)}\t"
         f"{_text(row.role)}\t{_text(row.content)}\t{int(row.tokens)}\t{metadata}\t"
-        f"{row.created_at.isoformat()}\t{subject}\n"
+        f"{row.created_at.isoformat()}\t{expires}\t{subject}\n"
     )
 
 
-def _persist_postgres(connection: Connection, rows: Sequence[MessageRow]) -> int:
+def _persist_postgres(
+    connection: Connection, rows: Sequence[MessageRow], policy: RetentionPolicy
+) -> int:
     """COPY the batch into staging; upsert its sessions and move its messages from there."""
-    buffer = io.StringIO("".join([_copy_line(row) for row in rows]))
+    expires = policy.expires_at
+    buffer = io.StringIO(
+        "".join([_copy_line(row, expires(row.tenant, "messages", row.created_at)) for row in rows])
+    )
     dbapi = connection.connection.dbapi_connection
     assert dbapi is not None
     cursor = dbapi.cursor()
@@ -132,16 +147,28 @@ def _persist_postgres(connection: Connection, rows: Sequence[MessageRow]) -> int
     return inserted
 
 
-def _insert_messages_sqlite(connection: Connection, rows: Sequence[MessageRow]) -> int:
+def _insert_messages_sqlite(
+    connection: Connection, rows: Sequence[MessageRow], policy: RetentionPolicy
+) -> int:
     now = datetime.now(UTC)
+    expires = policy.expires_at
     statement = sqlite_insert(messages).on_conflict_do_nothing(index_elements=["message_id"])
     result = connection.execute(
-        statement, [{**row.as_params(), "persisted_at": now} for row in rows]
+        statement,
+        [
+            {
+                **row.as_params(expires(row.tenant, "messages", row.created_at)),
+                "persisted_at": now,
+            }
+            for row in rows
+        ],
     )
     return max(result.rowcount, 0)
 
 
-def _upsert_sessions_sqlite(connection: Connection, rows: Sequence[MessageRow]) -> None:
+def _upsert_sessions_sqlite(
+    connection: Connection, rows: Sequence[MessageRow], policy: RetentionPolicy
+) -> None:
     # PostgreSQL does the same from the staging table (_UPSERT_STAGED_SESSIONS).
     by_session: dict[tuple[str, str], dict[str, Any]] = {}
     for row in rows:
@@ -155,12 +182,16 @@ def _upsert_sessions_sqlite(connection: Connection, rows: Sequence[MessageRow]) 
                 "created_at": row.created_at,
                 "updated_at": row.created_at,
                 "last_seq": row.seq,
+                "expires_at": policy.expires_at(row.tenant, "messages", row.created_at),
             }
             continue
         current["created_at"] = min(current["created_at"], row.created_at)
         current["updated_at"] = max(current["updated_at"], row.created_at)
         current["last_seq"] = max(current["last_seq"], row.seq)
         current["subject_id"] = current["subject_id"] or row.subject_id
+        current["expires_at"] = _later(
+            current["expires_at"], policy.expires_at(row.tenant, "messages", row.created_at)
+        )
     values = [by_session[key] for key in sorted(by_session)]  # fixed order: no deadlocks
     statement = sqlite_insert(sessions).values(values)
     greatest = func.max  # SQLite's two-argument max() is a scalar function
@@ -172,9 +203,20 @@ def _upsert_sessions_sqlite(connection: Connection, rows: Sequence[MessageRow]) 
                 "updated_at": greatest(sessions.c.updated_at, excluded.updated_at),
                 "last_seq": greatest(sessions.c.last_seq, excluded.last_seq),
                 "subject_id": func.coalesce(sessions.c.subject_id, excluded.subject_id),
+                # Like PostgreSQL's greatest(), which ignores NULLs: a session expires with
+                # its newest message (and only once no rows of it remain; core/retention).
+                "expires_at": func.coalesce(
+                    greatest(sessions.c.expires_at, excluded.expires_at),
+                    sessions.c.expires_at,
+                    excluded.expires_at,
+                ),
             },
         )
     )
+
+
+def _later(a: datetime | None, b: datetime | None) -> datetime | None:
+    return b if a is None else a if b is None else max(a, b)
 
 
 def persist_messages(
@@ -182,6 +224,8 @@ def persist_messages(
     rows: Sequence[MessageRow],
     memory_rows: Sequence[MemoryRow] = (),
     state_rows: Sequence[StateRow] = (),
+    *,
+    policy: RetentionPolicy = NO_RETENTION,
 ) -> int:
     """Write ``rows`` and their sessions, and apply ``memory_rows`` and ``state_rows`` in
     order, in one transaction; returns rows newly inserted or changed.
@@ -193,12 +237,12 @@ def persist_messages(
     inserted = 0
     with translate_errors(), engine.begin() as connection:
         if rows and connection.dialect.name == "postgresql":
-            inserted = _persist_postgres(connection, rows)
+            inserted = _persist_postgres(connection, rows, policy)
         elif rows:
-            _upsert_sessions_sqlite(connection, rows)
-            inserted = _insert_messages_sqlite(connection, rows)
+            _upsert_sessions_sqlite(connection, rows, policy)
+            inserted = _insert_messages_sqlite(connection, rows, policy)
         if memory_rows:
-            inserted += apply_memory_rows(connection, memory_rows)
+            inserted += apply_memory_rows(connection, memory_rows, policy=policy)
         if state_rows:
-            inserted += apply_state_rows(connection, state_rows)
+            inserted += apply_state_rows(connection, state_rows, policy=policy)
     return inserted
