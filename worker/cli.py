@@ -1,4 +1,5 @@
-"""The ``memscribe`` command line: migrate, flush, status, dlq, memories, demo, worker, beat."""
+"""The ``memscribe`` command line: migrate, flush, status, dlq, memories, purge, demo, worker,
+beat."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from core.store.connections import redis_client
 from core.store.db import make_engine, migrate
 from core.store.keys import Keys
 from core.summaries.status import summarization_status
-from worker import dlq, memories, run
+from worker import dlq, memories, purge, run
 
 console = Console()
 
@@ -154,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--appenders", type=int, default=4)
     dlq.add_parser(commands)
     memories.add_parsers(commands)
+    purge.add_parser(commands)
     run.add_parsers(commands)
     return parser
 

@@ -38,6 +38,7 @@ class Scripts:
     state_read: Script
     results_put: Script
     results_take: Script
+    purge_buffer: Script
 
     @classmethod
     def register(cls, client: redis.Redis, *, preload: bool = True) -> Scripts:
