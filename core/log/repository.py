@@ -39,7 +39,13 @@ MESSAGE_COLUMNS = (
     "expires_at",
 )
 # The staging table also carries subject_id, which belongs to the session, not the message.
-_STAGED_COLUMNS = ", ".join((*MESSAGE_COLUMNS, "subject_id"))
+# It stages expires_at as keep_s, the tenant's retention in seconds (one cached string per
+# tenant), and PostgreSQL adds it to created_at: formatting a timestamp per row in Python
+# would cost the drain measurably.
+_STAGED = tuple("keep_s" if name == "expires_at" else name for name in MESSAGE_COLUMNS)
+_STAGED_COLUMNS = ", ".join((*_STAGED, "subject_id"))
+_EXPIRES = "created_at + keep_s * interval '1 second'"
+_SELECTED = ", ".join(_EXPIRES if name == "expires_at" else name for name in MESSAGE_COLUMNS)
 # COPY's text format: backslash, tab, newline and carriage return are escaped; \N is NULL.
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 _NULL = "\\N"
@@ -48,7 +54,7 @@ _NULL = "\\N"
 _STAGING_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS ms_stage_batch (
     message_id text, tenant text, session_id text, seq bigint, role text, content text,
-    tokens integer, metadata json, created_at timestamptz, expires_at timestamptz,
+    tokens integer, metadata json, created_at timestamptz, keep_s bigint,
     subject_id text
 ) ON COMMIT DELETE ROWS
 """
@@ -59,7 +65,7 @@ INSERT INTO sessions AS s (tenant, session_id, subject_id, created_at, updated_a
                            expires_at)
 SELECT tenant, session_id,
        (array_agg(subject_id ORDER BY seq) FILTER (WHERE subject_id IS NOT NULL))[1],
-       min(created_at), max(created_at), max(seq), max(expires_at)
+       min(created_at), max(created_at), max(seq), max(created_at + keep_s * interval '1 second')
 FROM ms_stage_batch
 GROUP BY tenant, session_id
 ORDER BY tenant, session_id
@@ -74,7 +80,7 @@ ON CONFLICT (tenant, session_id) DO UPDATE SET
 # observable). COPY order is already seq order per session; the sort of one batch is cheap.
 _MOVE_STAGED = f"""
 INSERT INTO messages ({", ".join(MESSAGE_COLUMNS)}, persisted_at)
-SELECT {", ".join(MESSAGE_COLUMNS)}, clock_timestamp() FROM ms_stage_batch
+SELECT {_SELECTED}, clock_timestamp() FROM ms_stage_batch
 ORDER BY seq
 ON CONFLICT (message_id) DO NOTHING
 """
@@ -109,7 +115,7 @@ def _text(value: str) -> str:
     return value
 
 
-def _copy_line(row: MessageRow, expires_at: datetime | None) -> str:
+def _copy_line(row: MessageRow, keep_s: str) -> str:
     """One row of COPY text format, in ``_STAGED_COLUMNS`` order."""
     metadata = (
         _NULL
@@ -117,11 +123,10 @@ def _copy_line(row: MessageRow, expires_at: datetime | None) -> str:
         else _text(json.dumps(row.metadata, ensure_ascii=False, separators=(",", ":")))
     )
     subject = _NULL if row.subject_id is None else _text(row.subject_id)
-    expires = _NULL if expires_at is None else expires_at.isoformat()
     return (
         f"{_text(row.message_id)}\t{_text(row.tenant)}\t{_text(row.session_id)}\t{int(row.seq)}\t"
         f"{_text(row.role)}\t{_text(row.content)}\t{int(row.tokens)}\t{metadata}\t"
-        f"{row.created_at.isoformat()}\t{expires}\t{subject}\n"
+        f"{row.created_at.isoformat()}\t{keep_s}\t{subject}\n"
     )
 
 
@@ -129,10 +134,11 @@ def _persist_postgres(
     connection: Connection, rows: Sequence[MessageRow], policy: RetentionPolicy
 ) -> int:
     """COPY the batch into staging; upsert its sessions and move its messages from there."""
-    expires = policy.expires_at
-    buffer = io.StringIO(
-        "".join([_copy_line(row, expires(row.tenant, "messages", row.created_at)) for row in rows])
-    )
+    keep: dict[str, str] = {}
+    for tenant in {row.tenant for row in rows}:
+        seconds = policy.seconds(tenant, "messages")
+        keep[tenant] = str(seconds) if seconds else _NULL
+    buffer = io.StringIO("".join([_copy_line(row, keep[row.tenant]) for row in rows]))
     dbapi = connection.connection.dbapi_connection
     assert dbapi is not None
     cursor = dbapi.cursor()

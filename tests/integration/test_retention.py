@@ -141,6 +141,7 @@ def test_an_overlapping_run_skips(
     assert _purge(client, settings).run().counts["messages"] == 3
 
 
+@both_backends
 def test_drained_rows_get_expires_at_per_tenant(
     client: MemoryClient, drainer: Drainer, settings: Settings
 ) -> None:
@@ -299,3 +300,48 @@ def test_purge_walks_the_index_and_never_scans_messages(
         )
     assert "ix_messages_expires_at" in plan, plan
     assert "Seq Scan on messages" not in plan, plan
+
+
+def test_memscribe_purge_runs_once_and_prints_counts(
+    client: MemoryClient, settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`memscribe purge --json` does one run in-process and prints its counts (no ids)."""
+    import argparse
+    import json
+
+    from worker.purge import cmd_purge
+
+    persist_messages(
+        client.engine,
+        _rows("short", "a", range(1, 4), age=timedelta(days=2)),
+        policy=RetentionPolicy.of(settings),
+    )
+    assert cmd_purge(settings, argparse.Namespace(json=True)) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["counts"]["messages"] == 3 and printed["ran"] is True
+    assert "short-a-1" not in json.dumps(printed)
+
+
+def test_a_memory_expires_by_its_priority_and_a_priority_change_moves_it(
+    client: MemoryClient, drainer: Drainer, make_settings: Callable[..., Settings]
+) -> None:
+    """LOW kept one day (the tenant's cap, before its 30-day decay); raised to HIGH, which has
+    no cap, its expiry moves out to the HIGH decay."""
+    settings = make_settings(retention_tenants={"t": {"memories_low": DAY_S}})
+    memory = MemoryClient(redis=client.redis, settings=settings)
+    drain = Drainer(redis=client.redis, engine=client.engine, settings=settings, consumer="m")
+
+    def expiry(memory_id: str) -> timedelta:
+        assert drain.flush(timeout_s=30) == 0
+        with client.engine.connect() as connection:
+            row = connection.execute(
+                sa.text("SELECT created_at, expires_at FROM memories WHERE memory_id = :id"),
+                {"id": memory_id},
+            ).one()
+        return row.expires_at - row.created_at
+
+    memory_id = memory.remember("u", "likes tea", tenant="t", priority="LOW")
+    assert expiry(memory_id) == timedelta(days=1)
+    memory.set_priority(memory_id, "HIGH", tenant="t")
+    assert expiry(memory_id) >= timedelta(seconds=settings.memory_ttl_high_s)
+    memory.close()
