@@ -43,6 +43,13 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "schedule": settings.consolidate_interval_s,
             "options": {"queue": "llm", "expires": settings.consolidate_interval_s},
         },
+        # Retention: delete what is past expires_at, in bounded batches (core/retention). A
+        # tick still queued when the next is due is dropped; the next run does the same work.
+        "maintenance-purge-expired": {
+            "task": "maintenance.purge_expired",
+            "schedule": settings.purge_interval_s,
+            "options": {"queue": "maintenance", "expires": settings.purge_interval_s},
+        },
         # Summaries deferred by a spent daily token budget are re-enqueued once it resets.
         "llm-resume-deferred": {
             "task": "llm.resume_deferred",

@@ -186,6 +186,39 @@ class Settings(BaseSettings):
     state_results_max_unconsumed: int = Field(default=10_000, ge=1, le=1_000_000)
     max_result_bytes: int = Field(default=64 * 1024, ge=16, le=16 * 1024 * 1024)
 
+    # --- retention (core/retention; docs/retention.md) -----------------------------------
+    # How long each kind of data is kept after it is written, in seconds; 0 = keep forever.
+    # Rows get expires_at when they are written (rows written before a change keep theirs).
+    # Messages and summaries: a year. Long enough that a returning user finds last season's
+    # conversations, short enough to meet GDPR's storage limitation without any setting.
+    retention_messages_s: int = Field(default=365 * 24 * 3600, ge=0)
+    retention_summaries_s: int = Field(default=365 * 24 * 3600, ge=0)
+    # Memories are what the app chose to keep about a person, and decay already hides the
+    # stale ones (memory_ttl_*_s; purge deletes a memory once it has decayed). A hard age limit
+    # is the tenant's legal call, so the defaults add none: 0.
+    retention_memories_low_s: int = Field(default=0, ge=0)
+    retention_memories_medium_s: int = Field(default=0, ge=0)
+    retention_memories_high_s: int = Field(default=0, ge=0)
+    retention_memories_critical_s: int = Field(default=0, ge=0)
+    # State history and agent results (and, with the session row, sessions.state): 90 days.
+    # An agent's scratch state is worth little after a quarter, and its history is an audit
+    # trail an operator reads within weeks.
+    retention_state_s: int = Field(default=90 * 24 * 3600, ge=0)
+    # Dead letters hold message content: 14 days gives an operator two weeks to look at and
+    # replay them. The streams are shared by tenants, so the shortest tenant value wins.
+    retention_dead_letters_s: int = Field(default=14 * 24 * 3600, ge=0)
+    # llm_usage rows (per tenant and UTC day): 400 days covers a year of invoices and audits.
+    retention_usage_s: int = Field(default=400 * 24 * 3600, ge=0)
+    # Per-tenant overrides, JSON: {"acme": {"messages": 86400, "memories_low": 0, ...}}. Kinds:
+    # core.retention.policy.KINDS; values as above (0 or 60 s..100 years).
+    retention_tenants: dict[str, dict[str, int]] = Field(default_factory=dict)
+    # maintenance.purge_expired runs on beat this often; one run deletes at most
+    # purge_max_rows_per_run rows, purge_batch_rows per statement (one short transaction
+    # each, so no lock is held long and appends never wait behind a purge).
+    purge_interval_s: float = Field(default=60.0, gt=0)
+    purge_batch_rows: int = Field(default=5_000, ge=1, le=100_000)
+    purge_max_rows_per_run: int = Field(default=200_000, ge=1)
+
     # --- Celery ------------------------------------------------------------------------------
     # Must stay above the longest retry countdown, or kombu redelivers a task still waiting.
     visibility_timeout_s: int = Field(default=3600, ge=60)
@@ -243,6 +276,14 @@ class Settings(BaseSettings):
                 f"summary_lease_s ({self.summary_lease_s:g}) must exceed twice llm_timeout_s "
                 f"({self.llm_timeout_s:g})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _retention_is_valid(self) -> Settings:
+        # Imported here: config must not import core at module level (core imports config).
+        from core.retention.policy import check_settings
+
+        check_settings(self)
         return self
 
     @property

@@ -317,7 +317,7 @@ class MemoryClient(StateAPI, ErasureAPI):
                 keep_recent_tokens=keep_recent_tokens,
             ),
             reset=reset,
-            ttl_s=self.settings.session_ttl_s,
+            ttl_s=self._appender.session_ttl_s(tenant),
         )
 
     def request_summary(self, session_id: str, *, tenant: str = "default") -> bool:

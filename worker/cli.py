@@ -1,4 +1,5 @@
-"""The ``memscribe`` command line: migrate, flush, status, dlq, memories, demo, worker, beat."""
+"""The ``memscribe`` command line: migrate, flush, status, dlq, memories, purge, demo, worker,
+beat."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from core.store.connections import redis_client
 from core.store.db import make_engine, migrate
 from core.store.keys import Keys
 from core.summaries.status import summarization_status
-from worker import dlq, erasure, memories, run
+from worker import dlq, erasure, memories, purge, run
 
 console = Console()
 
@@ -155,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     dlq.add_parser(commands)
     memories.add_parsers(commands)
     erasure.add_parsers(commands)
+    purge.add_parser(commands)
     run.add_parsers(commands)
     return parser
 

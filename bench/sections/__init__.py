@@ -20,6 +20,7 @@ from bench.sections import (
     memories,
     memory_similarity,
     network_hop,
+    purge,
     redis_memory,
     state,
     summarization,
@@ -42,5 +43,7 @@ SECTIONS: list[Section] = [
     memory_similarity.SECTION,
     # The cache's levels (core/cache).
     cache.SECTION,
+    # Retention (core/retention): 1M expired messages purged while appends go on.
+    purge.SECTION,
     # Later issues: erasure.SECTION, backups.SECTION
 ]

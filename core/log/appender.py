@@ -26,6 +26,7 @@ from core.models import (
     validate_metadata,
     validate_role,
 )
+from core.retention.policy import RetentionPolicy
 from core.sessions import restore as session_restore
 from core.sessions.restore import DurableContext
 from core.store.codec import encode_message
@@ -68,6 +69,7 @@ class Appender:
         self._settings = settings
         self._keys = Keys.of(settings)
         self._tokens = tokens
+        self._retention = RetentionPolicy.of(settings)
         self._pending_ms = int(settings.summary_pending_timeout_s * 1000)
         # The tenant quota is enforced per shard (sessions spread evenly over shards).
         budget = settings.tenant_backlog_budget_bytes
@@ -192,6 +194,13 @@ class Appender:
             max_tokens=self._settings.buffer_max_tokens,
         )
 
+    def session_ttl_s(self, tenant: str) -> int:
+        """The Redis TTL of a session of ``tenant``: never longer than its messages and
+        summaries are kept (computed in process, so the warm path stays one EVALSHA)."""
+        return self._retention.redis_ttl_s(
+            tenant, self._settings.session_ttl_s, "messages", "summaries"
+        )
+
     def _header(
         self, keys: SessionKeys, count: int, subject_id: str | None, now_ms: int
     ) -> list[str | int]:
@@ -199,7 +208,7 @@ class Appender:
         return [
             count,
             settings.buffer_max_messages,
-            settings.session_ttl_s,
+            self.session_ttl_s(keys.tenant),
             settings.dedupe_window,
             subject_id or "",
             settings.summary_trigger_tokens,

@@ -8,12 +8,14 @@ from collections.abc import Mapping
 
 from sqlalchemy import Engine
 
+from config.settings import Settings
 from core.errors import PermanentError
 from core.log.backpressure import Drained
 from core.log.entries import Decoder, Known, Malformed, Row, Unknown, sort_entry
 from core.log.report import DrainReport, Entry
 from core.log.repository import MessageRow, persist_messages
 from core.memories.wal import MemoryRow, RememberRow
+from core.retention.policy import RetentionPolicy
 from core.state.wal import ConsumedRow, ResultRow, StatePatchRow, StateRow
 
 log = logging.getLogger(__name__)
@@ -27,7 +29,7 @@ def persist_batch(
     *,
     decoders: Mapping[tuple[str, str], Decoder],
     deliveries: Mapping[str, int],
-    max_deliveries: int,
+    settings: Settings,
 ) -> tuple[DrainReport, list[tuple[Entry, str]]]:
     """Write ``entries``; returns the report and the offenders with their errors.
 
@@ -37,9 +39,11 @@ def persist_batch(
     transactions and never blocks the good entries around it.
     """
     report = DrainReport(batches=1)
+    # Every row written gets its expires_at from the tenant's retention (core/retention).
+    policy = RetentionPolicy.of(settings)
     offenders: list[tuple[Entry, str]] = []
     decoded: list[tuple[Entry, Known]] = []
-    limit = max_deliveries
+    limit = settings.max_deliveries
     for index, entry in enumerate(entries):
         found = sort_entry(entry[1], decoders)
         if isinstance(found, Unknown):
@@ -54,7 +58,7 @@ def persist_batch(
         else:
             decoded.append((entry, found))
             report.drained.append(_drained(found.row, len(entry[1].get(b"d", b""))))
-    offenders += _persist_isolating(engine, decoded, report)
+    offenders += _persist_isolating(engine, decoded, report, policy)
     report.dead_lettered = len(offenders)
     return report, offenders
 
@@ -72,7 +76,10 @@ def _drained(row: Row, size: int) -> Drained:
 
 
 def _persist_isolating(
-    engine: Engine, items: list[tuple[Entry, Known]], report: DrainReport
+    engine: Engine,
+    items: list[tuple[Entry, Known]],
+    report: DrainReport,
+    policy: RetentionPolicy,
 ) -> list[tuple[Entry, str]]:
     if not items:
         return []
@@ -87,15 +94,15 @@ def _persist_isolating(
         else:
             memory_rows.append(known.row)
     try:
-        inserted = persist_messages(engine, rows, memory_rows, state_rows)
+        inserted = persist_messages(engine, rows, memory_rows, state_rows, policy=policy)
     except PermanentError as exc:
         if len(items) == 1:
             log.warning("dead-lettering WAL entry %s: %s", items[0][0][0], exc)
             return [(items[0][0], str(exc))]
         middle = len(items) // 2
         # Left half first: good entries still land in seq order.
-        return _persist_isolating(engine, items[:middle], report) + _persist_isolating(
-            engine, items[middle:], report
+        return _persist_isolating(engine, items[:middle], report, policy) + _persist_isolating(
+            engine, items[middle:], report, policy
         )
     report.persisted += inserted
     report.skipped += len(items) - inserted

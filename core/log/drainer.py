@@ -187,7 +187,7 @@ class Drainer:
             entries,
             decoders=self.decoders,
             deliveries=self._deliveries,
-            max_deliveries=self.settings.max_deliveries,
+            settings=self.settings,
         )
 
     def acknowledge(

@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Engine, func, select, tuple_
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from core.memories.wal import MemoryRow, apply_memory_rows
+from core.retention.policy import NO_RETENTION, RetentionPolicy
 from core.state.wal import StateRow, apply_state_rows
 from core.store.db import message_tombstones, messages, sessions
 from core.store.db_errors import translate_errors
@@ -34,9 +35,17 @@ MESSAGE_COLUMNS = (
     "tokens",
     "metadata",
     "created_at",
+    # created_at + the tenant's retention of messages (core/retention); NULL: kept forever.
+    "expires_at",
 )
 # The staging table also carries subject_id, which belongs to the session, not the message.
-_STAGED_COLUMNS = ", ".join((*MESSAGE_COLUMNS, "subject_id"))
+# It stages expires_at as keep_s, the tenant's retention in seconds (one cached string per
+# tenant), and PostgreSQL adds it to created_at: formatting a timestamp per row in Python
+# would cost the drain measurably.
+_STAGED = tuple("keep_s" if name == "expires_at" else name for name in MESSAGE_COLUMNS)
+_STAGED_COLUMNS = ", ".join((*_STAGED, "subject_id"))
+_EXPIRES = "created_at + keep_s * interval '1 second'"
+_SELECTED = ", ".join(_EXPIRES if name == "expires_at" else name for name in MESSAGE_COLUMNS)
 # COPY's text format: backslash, tab, newline and carriage return are escaped; \N is NULL.
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 _NULL = "\\N"
@@ -45,23 +54,26 @@ _NULL = "\\N"
 _STAGING_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS ms_stage_batch (
     message_id text, tenant text, session_id text, seq bigint, role text, content text,
-    tokens integer, metadata json, created_at timestamptz, subject_id text
+    tokens integer, metadata json, created_at timestamptz, keep_s bigint,
+    subject_id text
 ) ON COMMIT DELETE ROWS
 """
 # A session has one subject (append.lua refuses another), so the first one in seq order is
 # the one. ORDER BY gives a fixed lock order: two drainers upserting sessions never deadlock.
 _UPSERT_STAGED_SESSIONS = """
-INSERT INTO sessions AS s (tenant, session_id, subject_id, created_at, updated_at, last_seq)
+INSERT INTO sessions AS s (tenant, session_id, subject_id, created_at, updated_at, last_seq,
+                           expires_at)
 SELECT tenant, session_id,
        (array_agg(subject_id ORDER BY seq) FILTER (WHERE subject_id IS NOT NULL))[1],
-       min(created_at), max(created_at), max(seq)
+       min(created_at), max(created_at), max(seq), max(created_at + keep_s * interval '1 second')
 FROM ms_stage_batch
 GROUP BY tenant, session_id
 ORDER BY tenant, session_id
 ON CONFLICT (tenant, session_id) DO UPDATE SET
     updated_at = greatest(s.updated_at, excluded.updated_at),
     last_seq = greatest(s.last_seq, excluded.last_seq),
-    subject_id = coalesce(s.subject_id, excluded.subject_id)
+    subject_id = coalesce(s.subject_id, excluded.subject_id),
+    expires_at = greatest(s.expires_at, excluded.expires_at)
 """
 # Cleared and erased messages (core/erasure): at or below the session's floor, or deleted one by
 # one. Run before the session upsert (so an erased session does not get its subject back from
@@ -80,7 +92,7 @@ DELETE FROM ms_stage_batch b USING message_tombstones t WHERE t.message_id = b.m
 # observable). COPY order is already seq order per session; the sort of one batch is cheap.
 _MOVE_STAGED = f"""
 INSERT INTO messages ({", ".join(MESSAGE_COLUMNS)}, persisted_at)
-SELECT {", ".join(MESSAGE_COLUMNS)}, clock_timestamp() FROM ms_stage_batch
+SELECT {_SELECTED}, clock_timestamp() FROM ms_stage_batch
 ORDER BY seq
 ON CONFLICT (message_id) DO NOTHING
 """
@@ -101,8 +113,11 @@ class MessageRow:
     created_at: datetime
     subject_id: str | None = None
 
-    def as_params(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in MESSAGE_COLUMNS}
+    def as_params(self, expires_at: datetime | None) -> dict[str, Any]:
+        # expires_at is the policy's, not the entry's: the WAL entry does not carry it.
+        params = {name: getattr(self, name) for name in MESSAGE_COLUMNS if name != "expires_at"}
+        params["expires_at"] = expires_at
+        return params
 
 
 def _text(value: str) -> str:
@@ -112,7 +127,7 @@ def _text(value: str) -> str:
     return value
 
 
-def _copy_line(row: MessageRow) -> str:
+def _copy_line(row: MessageRow, keep_s: str) -> str:
     """One row of COPY text format, in ``_STAGED_COLUMNS`` order."""
     metadata = (
         _NULL
@@ -123,13 +138,19 @@ def _copy_line(row: MessageRow) -> str:
     return (
         f"{_text(row.message_id)}\t{_text(row.tenant)}\t{_text(row.session_id)}\t{int(row.seq)}\t"
         f"{_text(row.role)}\t{_text(row.content)}\t{int(row.tokens)}\t{metadata}\t"
-        f"{row.created_at.isoformat()}\t{subject}\n"
+        f"{row.created_at.isoformat()}\t{keep_s}\t{subject}\n"
     )
 
 
-def _persist_postgres(connection: Connection, rows: Sequence[MessageRow]) -> int:
+def _persist_postgres(
+    connection: Connection, rows: Sequence[MessageRow], policy: RetentionPolicy
+) -> int:
     """COPY the batch into staging; upsert its sessions and move its messages from there."""
-    buffer = io.StringIO("".join([_copy_line(row) for row in rows]))
+    keep: dict[str, str] = {}
+    for tenant in {row.tenant for row in rows}:
+        seconds = policy.seconds(tenant, "messages")
+        keep[tenant] = str(seconds) if seconds else _NULL
+    buffer = io.StringIO("".join([_copy_line(row, keep[row.tenant]) for row in rows]))
     dbapi = connection.connection.dbapi_connection
     assert dbapi is not None
     cursor = dbapi.cursor()
@@ -147,16 +168,28 @@ def _persist_postgres(connection: Connection, rows: Sequence[MessageRow]) -> int
     return inserted
 
 
-def _insert_messages_sqlite(connection: Connection, rows: Sequence[MessageRow]) -> int:
+def _insert_messages_sqlite(
+    connection: Connection, rows: Sequence[MessageRow], policy: RetentionPolicy
+) -> int:
     now = datetime.now(UTC)
+    expires = policy.expires_at
     statement = sqlite_insert(messages).on_conflict_do_nothing(index_elements=["message_id"])
     result = connection.execute(
-        statement, [{**row.as_params(), "persisted_at": now} for row in rows]
+        statement,
+        [
+            {
+                **row.as_params(expires(row.tenant, "messages", row.created_at)),
+                "persisted_at": now,
+            }
+            for row in rows
+        ],
     )
     return max(result.rowcount, 0)
 
 
-def _upsert_sessions_sqlite(connection: Connection, rows: Sequence[MessageRow]) -> None:
+def _upsert_sessions_sqlite(
+    connection: Connection, rows: Sequence[MessageRow], policy: RetentionPolicy
+) -> None:
     # PostgreSQL does the same from the staging table (_UPSERT_STAGED_SESSIONS).
     by_session: dict[tuple[str, str], dict[str, Any]] = {}
     for row in rows:
@@ -170,12 +203,16 @@ def _upsert_sessions_sqlite(connection: Connection, rows: Sequence[MessageRow]) 
                 "created_at": row.created_at,
                 "updated_at": row.created_at,
                 "last_seq": row.seq,
+                "expires_at": policy.expires_at(row.tenant, "messages", row.created_at),
             }
             continue
         current["created_at"] = min(current["created_at"], row.created_at)
         current["updated_at"] = max(current["updated_at"], row.created_at)
         current["last_seq"] = max(current["last_seq"], row.seq)
         current["subject_id"] = current["subject_id"] or row.subject_id
+        current["expires_at"] = _later(
+            current["expires_at"], policy.expires_at(row.tenant, "messages", row.created_at)
+        )
     values = [by_session[key] for key in sorted(by_session)]  # fixed order: no deadlocks
     statement = sqlite_insert(sessions).values(values)
     greatest = func.max  # SQLite's two-argument max() is a scalar function
@@ -187,6 +224,13 @@ def _upsert_sessions_sqlite(connection: Connection, rows: Sequence[MessageRow]) 
                 "updated_at": greatest(sessions.c.updated_at, excluded.updated_at),
                 "last_seq": greatest(sessions.c.last_seq, excluded.last_seq),
                 "subject_id": func.coalesce(sessions.c.subject_id, excluded.subject_id),
+                # Like PostgreSQL's greatest(), which ignores NULLs: a session expires with
+                # its newest message (and only once no rows of it remain; core/retention).
+                "expires_at": func.coalesce(
+                    greatest(sessions.c.expires_at, excluded.expires_at),
+                    sessions.c.expires_at,
+                    excluded.expires_at,
+                ),
             },
         )
     )
@@ -217,11 +261,17 @@ def _not_cleared_sqlite(connection: Connection, rows: Sequence[MessageRow]) -> l
     ]
 
 
+def _later(a: datetime | None, b: datetime | None) -> datetime | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
 def persist_messages(
     engine: Engine,
     rows: Sequence[MessageRow],
     memory_rows: Sequence[MemoryRow] = (),
     state_rows: Sequence[StateRow] = (),
+    *,
+    policy: RetentionPolicy = NO_RETENTION,
 ) -> int:
     """Write ``rows`` and their sessions, and apply ``memory_rows`` and ``state_rows`` in
     order, in one transaction; returns rows newly inserted or changed.
@@ -233,15 +283,15 @@ def persist_messages(
     inserted = 0
     with translate_errors(), engine.begin() as connection:
         if rows and connection.dialect.name == "postgresql":
-            inserted = _persist_postgres(connection, rows)
+            inserted = _persist_postgres(connection, rows, policy)
         elif rows:
             # SQLite has one writer at a time: the floors read here cannot move under us.
             rows = _not_cleared_sqlite(connection, rows)
             if rows:
-                _upsert_sessions_sqlite(connection, rows)
-                inserted = _insert_messages_sqlite(connection, rows)
+                _upsert_sessions_sqlite(connection, rows, policy)
+                inserted = _insert_messages_sqlite(connection, rows, policy)
         if memory_rows:
-            inserted += apply_memory_rows(connection, memory_rows)
+            inserted += apply_memory_rows(connection, memory_rows, policy=policy)
         if state_rows:
-            inserted += apply_state_rows(connection, state_rows)
+            inserted += apply_state_rows(connection, state_rows, policy=policy)
     return inserted

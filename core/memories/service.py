@@ -33,6 +33,7 @@ from core.memories.model import (
 )
 from core.memories.records import ViewEntry, effective_ttl_s, encode_record, live_value, parse_live
 from core.models import Memory, Priority, new_message_id, validate_id
+from core.retention.policy import MEMORY_KINDS, RetentionPolicy
 from core.store.db import memories as memories_table
 from core.store.db_errors import translate_errors
 from core.store.keys import Keys, SubjectKeys
@@ -69,6 +70,11 @@ class Memories:
             self._embed_query = LazyQueryEmbedder(settings)
         budget = settings.tenant_backlog_budget_bytes
         self._tenant_budget = -(-budget // settings.shards) if budget else 0
+        self._retention = RetentionPolicy.of(settings)
+
+    def _cache_ttl_s(self, tenant: str) -> int:
+        # The subject's Redis view never outlives the shortest retention of its memories.
+        return self._retention.redis_ttl_s(tenant, self._settings.memory_cache_ttl_s, *MEMORY_KINDS)
 
     def subject_keys(self, tenant: str, subject_id: str) -> SubjectKeys:
         validate_id("tenant", tenant)
@@ -116,7 +122,7 @@ class Memories:
             live_value(level, pinned, record),
             tenant,
             f"{tenant}/{subject_id}",
-            settings.memory_cache_ttl_s,
+            self._cache_ttl_s(tenant),
             settings.max_wal_backlog,
             self._tenant_budget,
             str(settings.tenant_backlog_reserve),
@@ -220,7 +226,7 @@ class Memories:
             self._scripts,
             self._engine(),
             keys,
-            ttl_s=self._settings.memory_cache_ttl_s,
+            ttl_s=self._cache_ttl_s(keys.tenant),
         )
         return view.read(self._redis, keys, embeddings=embeddings)
 
@@ -236,7 +242,7 @@ class Memories:
                     now_ms,
                     keys.tenant,
                     keys.subject_id,
-                    settings.memory_cache_ttl_s,
+                    self._cache_ttl_s(keys.tenant),
                     json.dumps(accesses, separators=(",", ":")),
                     *(pair[0] for pair in accesses),
                 ],
@@ -306,7 +312,7 @@ class Memories:
 
     def _change(self, keys: SubjectKeys, args: list[str | int]) -> bool:
         script_keys = [keys.memories, keys.wal, keys.accessed, keys.embeddings]
-        ttl = self._settings.memory_cache_ttl_s
+        ttl = self._cache_ttl_s(keys.tenant)
         with redis_errors():
             reply = self._scripts.memory_change(keys=script_keys, args=[*args, ttl, ""])
         if int(reply[0]) == -1:

@@ -26,6 +26,7 @@ from core.errors import PermanentError
 from core.memories.model import Priority
 from core.memories.similarity import content_hash
 from core.models import micros_to_datetime
+from core.retention.policy import MEMORY_KINDS, NO_RETENTION, RetentionPolicy
 from core.store.codec import expect_count, expect_text
 from core.store.db import insert_for, memories, memory_lineage, memory_tombstones
 
@@ -159,24 +160,30 @@ DECODERS: dict[tuple[str, str], Callable[[dict[str, str]], MemoryRow]] = {
 }
 
 
-def apply_memory_rows(connection: Connection, rows: Sequence[MemoryRow]) -> int:
+def apply_memory_rows(
+    connection: Connection, rows: Sequence[MemoryRow], *, policy: RetentionPolicy = NO_RETENTION
+) -> int:
     """Apply ``rows`` in order; returns how many changed the store (a replayed remember
-    inserts nothing and counts 0)."""
+    inserts nothing and counts 0).
+
+    ``expires_at`` is the earlier of the decay (last recall + decay) and the tenant's
+    retention of the memory's priority counted from its creation (``policy``)."""
     changed = 0
     run: list[RememberRow] = []
     for row in rows:
         if isinstance(row, RememberRow):
             run.append(row)
             continue
-        changed += _insert(connection, run)
+        changed += _insert(connection, run, policy)
         run = []
         if isinstance(row, AccessRow):
             changed += _count_accesses(connection, row)
+            _cap_retention(connection, row.tenant, [m for m, _ in row.accesses], policy)
         elif row.op == "set":
-            changed += _set(connection, row)
+            changed += _set(connection, row, policy)
         else:
             changed += _forget(connection, row)
-    return changed + _insert(connection, run)
+    return changed + _insert(connection, run, policy)
 
 
 def subject_lock_key(tenant: str, subject_id: str) -> int:
@@ -213,7 +220,40 @@ def _expires(base: datetime, decay_s: int) -> datetime | None:
     return base + timedelta(seconds=decay_s) if decay_s else None
 
 
-def _insert(connection: Connection, rows: list[RememberRow]) -> int:
+def _earlier(a: datetime | None, b: datetime | None) -> datetime | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _retained(
+    policy: RetentionPolicy, tenant: str, priority: int, created_at: datetime
+) -> datetime | None:
+    return policy.expires_at(tenant, policy.memory_kind(priority), created_at)
+
+
+def _cap_retention(
+    connection: Connection, tenant: str, ids: list[str], policy: RetentionPolicy
+) -> None:
+    """A recall moved the decay of ``ids`` later: keep it within their retention. Costs a
+    statement only for a tenant with a finite retention of memories (none by default)."""
+    if not ids or not any(policy.seconds(tenant, kind) for kind in MEMORY_KINDS):
+        return
+    found = connection.execute(
+        select(
+            memories.c.memory_id, memories.c.priority, memories.c.created_at, memories.c.expires_at
+        ).where(memories.c.memory_id.in_(ids))
+    ).all()
+    for row in found:
+        limit = _retained(policy, tenant, row.priority, row.created_at)
+        capped = _earlier(row.expires_at, limit)
+        if capped != row.expires_at:
+            connection.execute(
+                update(memories)
+                .where(memories.c.memory_id == row.memory_id)
+                .values(expires_at=capped)
+            )
+
+
+def _insert(connection: Connection, rows: list[RememberRow], policy: RetentionPolicy) -> int:
     if not rows:
         return 0
     rows = _not_erased(connection, rows)
@@ -234,7 +274,10 @@ def _insert(connection: Connection, rows: list[RememberRow]) -> int:
             "access_count": 0,
             "created_at": row.created_at,
             "updated_at": row.created_at,
-            "expires_at": _expires(row.created_at, row.decay_s),
+            "expires_at": _earlier(
+                _expires(row.created_at, row.decay_s),
+                _retained(policy, row.tenant, row.priority, row.created_at),
+            ),
         }
         for row in rows
     ]
@@ -246,7 +289,7 @@ def _insert(connection: Connection, rows: list[RememberRow]) -> int:
     return len(connection.execute(statement, values).all())
 
 
-def _set(connection: Connection, row: ChangeRow) -> int:
+def _set(connection: Connection, row: ChangeRow, policy: RetentionPolicy) -> int:
     found = connection.execute(
         select(memories.c.created_at, memories.c.last_accessed).where(
             memories.c.memory_id == row.memory_id
@@ -261,7 +304,11 @@ def _set(connection: Connection, row: ChangeRow) -> int:
         .values(
             priority=row.priority,
             pinned=row.pinned,
-            expires_at=_expires(base, row.decay_s),
+            # A new priority moves both the decay and the retention limit.
+            expires_at=_earlier(
+                _expires(base, row.decay_s),
+                _retained(policy, row.tenant, row.priority, found.created_at),
+            ),
             updated_at=datetime.now(base.tzinfo),
         )
     )

@@ -22,6 +22,7 @@ from config.settings import Settings
 from core.cache.breaker import Breaker
 from core.errors import ValidationError
 from core.models import new_message_id, validate_id
+from core.retention.policy import RetentionPolicy
 from core.state import durable
 from core.state.model import AgentResult, encode
 from core.store.keys import StateKeys
@@ -48,6 +49,11 @@ class Results:
         self.breaker = breaker
         budget = settings.tenant_backlog_budget_bytes
         self._tenant_budget = -(-budget // settings.shards) if budget else 0
+        self._retention = RetentionPolicy.of(settings)
+
+    def _ttl_s(self, tenant: str) -> int:
+        # Redis never holds a tenant's results longer than its retention of state allows.
+        return self._retention.redis_ttl_s(tenant, self.settings.state_results_ttl_s, "state")
 
     def _keys(self, keys: StateKeys) -> list[str]:
         return [keys.results, keys.unconsumed, keys.consumed, keys.wal, keys.tenant_bytes]
@@ -85,7 +91,7 @@ class Results:
             keys.tenant,
             keys.session_id,
             int(time.time() * 1000),
-            settings.state_results_ttl_s,
+            self._ttl_s(keys.tenant),
             settings.state_results_max_unconsumed,
             settings.max_wal_backlog,
             self._tenant_budget,
@@ -108,7 +114,7 @@ class Results:
             keys.tenant,
             keys.session_id,
             now_ms,
-            self.settings.state_results_ttl_s,
+            self._ttl_s(keys.tenant),
             self.settings.state_results_retention,
         ]
         reply = self._call(self.scripts.results_take, self._keys(keys), [*header, ""])

@@ -33,6 +33,7 @@ from config.settings import Settings
 from core.cache.breaker import Breaker
 from core.cache.local import LocalLRU
 from core.errors import ConflictError, TransientError
+from core.retention.policy import RetentionPolicy
 from core.state import durable
 from core.state.model import FIELDS, StateSchema, check_field, encode, kind_ttls
 from core.store.keys import StateKeys
@@ -128,6 +129,7 @@ class StateStore:
             max_entries=settings.cache_local_max_entries, max_bytes=settings.cache_local_max_bytes
         )
         self._ttls = kind_ttls(settings)
+        self._retention = RetentionPolicy.of(settings)
         self._locks = [threading.Lock() for _ in range(LOCK_STRIPES)]
         budget = settings.tenant_backlog_budget_bytes
         self._tenant_budget = -(-budget // settings.shards) if budget else 0
@@ -155,11 +157,15 @@ class StateStore:
         reply = self._call_read(keys, "", stored.restore_args())
         return Read(self._keep(keys, _snapshot(reply)), "durable")
 
+    def _ttls_of(self, tenant: str) -> list[int]:
+        # Redis never holds a tenant's state longer than its retention of state allows.
+        return [self._retention.redis_ttl_s(tenant, ttl, "state") for ttl in self._ttls]
+
     def _call_read(self, keys: StateKeys, known: int | str, restore: list[str | int]) -> Any:
         def call() -> Any:
             return self.scripts.state_read(
                 keys=[keys.main, *keys.kind_keys(), keys.high_water],
-                args=[known, keys.member, *self._ttls, *restore],
+                args=[known, keys.member, *self._ttls_of(keys.tenant), *restore],
             )
 
         with redis_errors():
@@ -213,7 +219,7 @@ class StateStore:
             self.settings.max_wal_backlog,
             self._tenant_budget,
             str(self.settings.tenant_backlog_reserve),
-            *self._ttls,
+            *self._ttls_of(keys.tenant),
             len(changes),
         ]
         for name, encoded in changes.items():

@@ -27,6 +27,7 @@ from sqlalchemy import Connection, select, tuple_, update
 
 from core.errors import PermanentError
 from core.models import micros_to_datetime
+from core.retention.policy import NO_RETENTION, RetentionPolicy, later_of
 from core.state.model import FIELDS
 from core.store.codec import expect_count, expect_text
 from core.store.db import agent_results, insert_for, sessions, state_history
@@ -142,10 +143,12 @@ DECODERS: dict[tuple[str, str], Callable[[dict[str, str]], StateRow]] = {
 }
 
 
-def apply_state_rows(connection: Connection, rows: Sequence[StateRow]) -> int:
+def apply_state_rows(
+    connection: Connection, rows: Sequence[StateRow], *, policy: RetentionPolicy = NO_RETENTION
+) -> int:
     """Apply ``rows`` (in WAL order) in the caller's transaction; returns rows written."""
     patches = [row for row in rows if isinstance(row, StatePatchRow)]
-    written = _apply_patches(connection, patches) if patches else 0
+    written = _apply_patches(connection, patches, policy) if patches else 0
     results = [row for row in rows if isinstance(row, ResultRow)]
     if results:
         # Results at or below a cleared session's floor were erased (core/erasure).
@@ -167,6 +170,7 @@ def apply_state_rows(connection: Connection, rows: Sequence[StateRow]) -> int:
                     "position": row.position,
                     "result": row.result,
                     "created_at": row.at,
+                    "expires_at": policy.expires_at(row.tenant, "state", row.at),
                 }
                 for row in results
             ],
@@ -199,7 +203,9 @@ def _floors(connection: Connection, pairs: set[tuple[str, str]]) -> dict[tuple[s
     return {(tenant, session_id): int(floor) for tenant, session_id, floor in found}
 
 
-def _apply_patches(connection: Connection, patches: Sequence[StatePatchRow]) -> int:
+def _apply_patches(
+    connection: Connection, patches: Sequence[StatePatchRow], policy: RetentionPolicy
+) -> int:
     by_session: dict[tuple[str, str], list[StatePatchRow]] = defaultdict(list)
     for row in patches:
         by_session[(row.tenant, row.session_id)].append(row)
@@ -250,6 +256,9 @@ def _apply_patches(connection: Connection, patches: Sequence[StatePatchRow]) -> 
                 "updated_at": by_session[key][-1].at,
                 "state": state,
                 "state_version": version,
+                # The session row (and its current state) stays at least this long; purge
+                # deletes it only once none of its rows remain (core/retention).
+                "expires_at": policy.expires_at(key[0], "state", by_session[key][-1].at),
             }
         )
     statement = insert_for(connection, sessions).values(values)
@@ -260,6 +269,9 @@ def _apply_patches(connection: Connection, patches: Sequence[StatePatchRow]) -> 
                 "state": statement.excluded.state,
                 "state_version": statement.excluded.state_version,
                 "updated_at": statement.excluded.updated_at,
+                "expires_at": later_of(
+                    connection, sessions.c.expires_at, statement.excluded.expires_at
+                ),
             },
         )
     )
@@ -279,6 +291,7 @@ def _apply_patches(connection: Connection, patches: Sequence[StatePatchRow]) -> 
                 "fields": sorted(row.changes),
                 "changes": row.changes,
                 "changed_at": row.at,
+                "expires_at": policy.expires_at(row.tenant, "state", row.at),
             }
             for row in patches
         ],

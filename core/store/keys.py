@@ -292,6 +292,10 @@ class Keys:
         """Zset: one tenant's deferred sessions -> ms when deferred."""
         return f"{self.prefix}:deferred:{tenant}"
 
+    def purge_lease(self) -> str:
+        """String: the lease of maintenance.purge_expired (one run at a time)."""
+        return f"{self.prefix}:purge:lease"
+
     def task_dead_letters(self) -> str:
         return f"{self.prefix}:dead:tasks"
 

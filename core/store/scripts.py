@@ -41,6 +41,7 @@ class Scripts:
     session_clear: Script
     subject_erase: Script
     message_delete: Script
+    purge_buffer: Script
 
     @classmethod
     def register(cls, client: redis.Redis, *, preload: bool = True) -> Scripts:

@@ -17,6 +17,7 @@ from sqlalchemy import Connection, Engine, func, select
 
 from core.errors import ClearedError
 from core.models import Message
+from core.retention.policy import NO_RETENTION, RetentionPolicy
 from core.store.db import insert_for, llm_usage, messages, of_session, sessions, summaries
 from core.store.db_errors import translate_errors
 
@@ -102,12 +103,19 @@ _MESSAGE_COLUMNS = (
 UsageRule = Literal["always", "if_new", "never"]
 
 
-def save_summary(engine: Engine, record: SummaryRecord, *, usage: UsageRule) -> SummaryRecord:
+def save_summary(
+    engine: Engine,
+    record: SummaryRecord,
+    *,
+    usage: UsageRule,
+    policy: RetentionPolicy = NO_RETENTION,
+) -> SummaryRecord:
     """Store ``record`` unless a summary through the same seq exists; returns the stored one.
 
     ``usage`` adds the call's tokens to the tenant's ``llm_usage`` in the same transaction:
     "always" for a fresh LLM answer (paid whether or not its summary won), "if_new" for a
     draft adopted after a failure (its first attempt may not have reached the store).
+    ``policy`` gives the row its ``expires_at`` (the tenant's retention of summaries).
     """
     values = {
         "tenant": record.tenant,
@@ -121,6 +129,7 @@ def save_summary(engine: Engine, record: SummaryRecord, *, usage: UsageRule) -> 
         "prompt_tokens": record.prompt_tokens,
         "completion_tokens": record.completion_tokens,
         "created_at": record.created_at,
+        "expires_at": policy.expires_at(record.tenant, "summaries", record.created_at),
     }
     with translate_errors(), engine.begin() as connection:
         _check_not_cleared(connection, record)

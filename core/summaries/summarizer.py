@@ -40,6 +40,7 @@ from sqlalchemy import Engine
 from config.settings import Settings
 from core.errors import ClearedError, TransientError
 from core.models import Message, memory_defaults, micros_to_datetime
+from core.retention.policy import RetentionPolicy
 from core.store.codec import decode_buffer_item, split_buffer_item
 from core.store.keys import Keys, SessionKeys
 from core.store.redis_errors import translate
@@ -119,6 +120,7 @@ class SessionSummarizer:
         self.redis = redis
         self.engine = engine
         self.settings = settings
+        self.retention = RetentionPolicy.of(settings)
         self.backend = backend
         self.tokens = tokens or token_counter(settings.tokenizer, settings.model)
         self.keys = Keys.of(settings)
@@ -181,7 +183,10 @@ class SessionSummarizer:
                 adopted.covers_through_seq,
             )
             stored = self._stored(
-                adopted, summary_store.save_summary(self.engine, adopted, usage="if_new")
+                adopted,
+                summary_store.save_summary(
+                    self.engine, adopted, usage="if_new", policy=self.retention
+                ),
             )
             return self._commit(begun, stored, folded=0, llm_called=False, status="adopted")
 
@@ -222,7 +227,8 @@ class SessionSummarizer:
         # instead of paying for the same summary again.
         self._save_draft(keys, record)
         stored = self._stored(
-            record, summary_store.save_summary(self.engine, record, usage="always")
+            record,
+            summary_store.save_summary(self.engine, record, usage="always", policy=self.retention),
         )
         return self._commit(begun, stored, folded=len(fold), llm_called=True, status="summarized")
 
@@ -279,7 +285,7 @@ class SessionSummarizer:
         fold: list[Message] = []
         if head > covered + 1:
             fold = self._from_store(begun, to_seq=min(head - 1, fold_end))
-            if fold[-1].seq < head - 1:
+            if fold and fold[-1].seq < head - 1:
                 fold_end = fold[-1].seq  # the store is behind: fold its contiguous prefix only
         for seq, _tokens, item in items:
             if seq > fold_end:
@@ -296,27 +302,25 @@ class SessionSummarizer:
 
     def _from_store(self, begun: _Begun, *, to_seq: int) -> list[Message]:
         """Messages the buffer caps pushed out before a summary folded them: from the durable
-        store, as a contiguous run starting right after the summary."""
+        store, from right after the summary (empty: all of them were purged)."""
         start = begun.covered + 1
         # No fold can take more messages than this (each costs at least its framing tokens).
         to_seq = min(to_seq, start + self.settings.summary_max_input_tokens // TOKENS_PER_MESSAGE)
+        # One past the range too: the drainer writes a session's messages in seq order, so
+        # a gap below a stored message is never "not durable yet" but purged by retention (or
+        # deleted), and the fold goes on from what the store holds without waiting for them.
         stored = summary_store.load_messages(
             self.engine,
             tenant=begun.keys.tenant,
             session_id=begun.keys.session_id,
             from_seq=start,
-            to_seq=to_seq,
+            to_seq=to_seq + 1,
         )
-        run: list[Message] = []
-        for message in stored:
-            if message.seq != start + len(run):
-                break
-            run.append(message)
-        if not run:
+        if not stored:
             raise TransientError(
                 f"messages from seq {start} are not in the durable store yet; folding later"
             )
-        return run
+        return [message for message in stored if message.seq <= to_seq]
 
     def _defer(self, begun: _Begun, now_s: float, spent: int, budget: int) -> SummarizeOutcome:
         keys = begun.keys
