@@ -72,8 +72,7 @@ class SummaryFenced(TransientError):
 @dataclass(frozen=True, slots=True)
 class SummarizeOutcome:
     """What one summarize did. ``status``: summarized, adopted, nothing_to_fold, deferred,
-    idle (nothing pending), gone (Redis has no such session) or cleared (the session was
-    cleared or erased during the call; the summary was dropped)."""
+    idle (nothing pending), gone (no such session in Redis) or cleared (during the call)."""
 
     status: str
     covers_through_seq: int = 0
@@ -160,10 +159,7 @@ class SessionSummarizer:
         begun = _Begun(keys, token, _pairs(reply[1]), reply[2], _pairs(reply[3]), _pairs(reply[4]))
         try:
             return self._run(begun)
-        except ClearedError:
-            # The session was cleared or erased while the LLM answered: the summary covers
-            # messages that are gone, so it is dropped (the clear already fenced the lease).
-            log.info("summary of a cleared session dropped")
+        except ClearedError:  # cleared or erased while the LLM answered: the summary goes
             return SummarizeOutcome(status="cleared")
         except BaseException as exc:
             # History stays as it was; the pending flag stays for the retry. Only the lease goes.
