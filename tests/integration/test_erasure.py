@@ -167,3 +167,35 @@ def test_erase_tenant_removes_the_tenant_only(
     assert rows_mentioning(pg_database, "t2 message") == 1
     assert [m.content for m in client.recall("u", tenant="t2")] == ["t2 memory"]
     assert client.context("s", tenant="t1").messages == []
+
+
+def test_a_real_worker_completes_the_receipt_from_its_id_alone(
+    redis_client: Any, settings: Any, spawn: Any, pg_database: str, tmp_path: Any
+) -> None:
+    import json as _json
+    import time
+
+    from tasks.llm import broker_enqueue
+    from tests.conftest import BROKER_URL
+    from worker import processes
+
+    client = MemoryClient(redis=redis_client, settings=settings, enqueue=broker_enqueue(settings))
+    for i in range(5):
+        client.append("a", "user", f"alice {i}", subject_id="alice")
+    receipt = client.erase_subject("alice", request_id="worker-1")
+    # What the broker holds names the receipt, never the subject.
+    broker = redis_client.from_url(BROKER_URL, decode_responses=True)
+    queued = broker.lrange("maintenance", 0, -1)
+    assert len(queued) == 1 and "alice" not in queued[0]
+    assert _json.loads(queued[0])["headers"]["argsrepr"] == repr([receipt.receipt_id])
+    spawn(
+        processes.worker_command(["persist", "maintenance"], concurrency=1, loglevel="WARNING"),
+        settings=settings,
+        name="worker",
+    )
+    deadline = time.monotonic() + 60
+    while client.erasure_status(receipt.receipt_id).status != "completed":
+        assert time.monotonic() < deadline, (tmp_path / "worker.log").read_text()
+        time.sleep(0.2)
+    assert rows_mentioning(pg_database, "alice") == 0
+    client.engine.dispose()
