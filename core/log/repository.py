@@ -34,6 +34,8 @@ MESSAGE_COLUMNS = (
     "tokens",
     "metadata",
     "created_at",
+    # The data key content is sealed under (core/log/sealing.py); None: plaintext.
+    "key_id",
 )
 # The staging table also carries subject_id, which belongs to the session, not the message.
 _STAGED_COLUMNS = ", ".join((*MESSAGE_COLUMNS, "subject_id"))
@@ -45,7 +47,7 @@ _NULL = "\\N"
 _STAGING_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS ms_stage_batch (
     message_id text, tenant text, session_id text, seq bigint, role text, content text,
-    tokens integer, metadata json, created_at timestamptz, subject_id text
+    tokens integer, metadata json, created_at timestamptz, key_id text, subject_id text
 ) ON COMMIT DELETE ROWS
 """
 # A session has one subject (append.lua refuses another), so the first one in seq order is
@@ -88,6 +90,7 @@ class MessageRow:
     metadata: dict[str, Any] | None
     created_at: datetime
     subject_id: str | None = None
+    key_id: str | None = None
 
     def as_params(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in MESSAGE_COLUMNS}
@@ -108,10 +111,11 @@ def _copy_line(row: MessageRow) -> str:
         else _text(json.dumps(row.metadata, ensure_ascii=False, separators=(",", ":")))
     )
     subject = _NULL if row.subject_id is None else _text(row.subject_id)
+    key_id = _NULL if row.key_id is None else _text(row.key_id)
     return (
         f"{_text(row.message_id)}\t{_text(row.tenant)}\t{_text(row.session_id)}\t{int(row.seq)}\t"
         f"{_text(row.role)}\t{_text(row.content)}\t{int(row.tokens)}\t{metadata}\t"
-        f"{row.created_at.isoformat()}\t{subject}\n"
+        f"{row.created_at.isoformat()}\t{key_id}\t{subject}\n"
     )
 
 
