@@ -20,16 +20,22 @@ def _with_db(redis_url: str, db: int) -> str:
     return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, parts.fragment))
 
 
+class KeySettingError(Exception):
+    """A malformed key setting. Deliberately not a ValueError: pydantic would wrap that in a
+    ValidationError that echoes every input, the secret included, into logs."""
+
+
 def decode_key(text: str, name: str, *, exact_bytes: int = 0, min_bytes: int = 0) -> bytes:
-    """The bytes of a base64 key setting, or ValueError naming the setting (never the value)."""
+    """The bytes of a base64 key setting, or KeySettingError naming the setting (never the
+    value)."""
     try:
         raw = base64.b64decode(text.strip(), validate=True)
     except (binascii.Error, ValueError):
-        raise ValueError(f"{name} must be base64") from None
+        raise KeySettingError(f"{name} must be base64") from None
     if exact_bytes and len(raw) != exact_bytes:
-        raise ValueError(f"{name} must decode to {exact_bytes} bytes, got {len(raw)}")
+        raise KeySettingError(f"{name} must decode to {exact_bytes} bytes, got {len(raw)}")
     if len(raw) < min_bytes:
-        raise ValueError(f"{name} must decode to at least {min_bytes} bytes, got {len(raw)}")
+        raise KeySettingError(f"{name} must decode to at least {min_bytes} bytes, got {len(raw)}")
     return raw
 
 
@@ -39,7 +45,7 @@ def previous_keks(text: str) -> dict[str, bytes]:
     for item in filter(None, (part.strip() for part in text.split(","))):
         kek_id, sep, encoded = item.partition(":")
         if not sep or not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", kek_id):
-            raise ValueError("previous_keks must be 'id:base64' items separated by commas")
+            raise KeySettingError("previous_keks must be 'id:base64' items separated by commas")
         found[kek_id] = decode_key(encoded, f"previous_keks[{kek_id}]", exact_bytes=32)
     return found
 
@@ -245,9 +251,6 @@ class Settings(BaseSettings):
     # the content database's backups (docs/encryption.md).
     keystore_url: str = ""
     dev_secrets_path: str = "./var/dev-secrets.json"
-    # How long a reader trusts an unwrapped data key before asking the key store again
-    # (writers re-check theirs inside every drained batch).
-    key_cache_ttl_s: float = Field(default=60.0, ge=0)
 
     @model_validator(mode="after")
     def _derive_broker(self) -> Settings:

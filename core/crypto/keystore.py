@@ -6,15 +6,15 @@ nulls its wrapped bytes and stamps ``destroyed_at``: every row sealed under it i
 from then on, in the live database and in every replica, WAL archive and backup of it.
 
 Caches: writers keep the subject's live key in process but confirm it inside every write
-(``hold``), so a key destroyed by another process never seals new data. Readers trust an
-unwrapped key for ``key_cache_ttl_s``; a destroy in this process drops it at once.
+(``hold``), so a key destroyed by another process never seals new data. Readers ask the key
+store on every read (one indexed query per read call, however many rows), so a row of a
+destroyed key never opens again anywhere, from the moment the destroy commits.
 """
 
 from __future__ import annotations
 
 import secrets as random
 import threading
-import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -50,21 +50,15 @@ def _wrap_aad(key_id: str, tenant: str, ref: str) -> bytes:
 class KeyStore:
     """Data keys in ``subject_keys`` (its own database or the content one)."""
 
-    def __init__(self, engine: Engine, secrets: KeySecrets, *, cache_ttl_s: float = 60.0):
+    def __init__(self, engine: Engine, secrets: KeySecrets):
         self.engine = engine
         self.secrets = secrets
-        self.cache_ttl_s = cache_ttl_s
         self._lock = threading.Lock()
         self._writing: dict[tuple[str, str], DataKey] = {}
-        self._reading: dict[str, tuple[DataKey, float]] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> KeyStore:
-        return cls(
-            make_engine(settings.keystore_url),
-            load_secrets(settings),
-            cache_ttl_s=settings.key_cache_ttl_s,
-        )
+        return cls(make_engine(settings.keystore_url), load_secrets(settings))
 
     def subject_ref(self, tenant: str, subject_id: str) -> str:
         return keyed_hash(self.secrets.hash_key, f"{tenant}/{subject_id}")
@@ -137,7 +131,6 @@ class KeyStore:
     def forget(self, key_id: str) -> None:
         """Drop ``key_id`` from this process's caches."""
         with self._lock:
-            self._reading.pop(key_id, None)
             for subject, key in list(self._writing.items()):
                 if key.key_id == key_id:
                     del self._writing[subject]
@@ -149,30 +142,15 @@ class KeyStore:
         return self.get_many([key_id]).get(key_id)
 
     def get_many(self, key_ids: Iterable[str]) -> dict[str, DataKey]:
-        """The live keys among ``key_ids`` (one query for those not freshly cached)."""
-        now = time.monotonic()
-        found: dict[str, DataKey] = {}
-        missing: list[str] = []
-        for key_id in set(key_ids):
-            cached = self._reading.get(key_id)
-            if cached is not None and now - cached[1] < self.cache_ttl_s:
-                found[key_id] = cached[0]
-            else:
-                missing.append(key_id)
-        if missing:
-            with translate_errors(), self.engine.connect() as connection:
-                rows = connection.execute(
-                    select(subject_keys).where(subject_keys.c.key_id.in_(missing), _live)
-                ).all()
-            fetched = {row.key_id: self._unwrap(row) for row in rows}
-            with self._lock:
-                for key_id in missing:
-                    if key_id in fetched:
-                        self._reading[key_id] = (fetched[key_id], now)
-                    else:
-                        self._reading.pop(key_id, None)
-            found.update(fetched)
-        return found
+        """The live keys among ``key_ids``, in one query."""
+        wanted = sorted(set(key_ids))
+        if not wanted:
+            return {}
+        with translate_errors(), self.engine.connect() as connection:
+            rows = connection.execute(
+                select(subject_keys).where(subject_keys.c.key_id.in_(wanted), _live)
+            ).all()
+        return {row.key_id: self._unwrap(row) for row in rows}
 
     # --- destruction and rotation -----------------------------------------------------------
 
