@@ -14,6 +14,7 @@ from bench.sections import (
     append_latency,
     cache,
     durable_throughput,
+    encryption,
     history,
     idle_cost,
     lag,
@@ -42,5 +43,7 @@ SECTIONS: list[Section] = [
     memory_similarity.SECTION,
     # The cache's levels (core/cache).
     cache.SECTION,
+    # What sealing content costs the drain (core/crypto).
+    encryption.SECTION,
     # Later issues: erasure.SECTION, backups.SECTION
 ]

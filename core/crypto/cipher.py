@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+from functools import lru_cache
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -26,10 +27,18 @@ class CipherError(PermanentError):
     """A sealed value does not open: wrong key, destroyed key, other row, or tampered."""
 
 
+@lru_cache(maxsize=1024)
+def _aead(key: bytes) -> AESGCM:
+    # Building the cipher costs as much as sealing a 500-byte message; a drained batch seals
+    # many messages per key. Bounded: a destroyed key's entry ages out, and it can only ever
+    # seal what a caller hands it (which key to use is decided under KeyHold).
+    return AESGCM(key)
+
+
 def seal(key: bytes, plaintext: str, aad: bytes) -> str:
     """``plaintext`` encrypted under ``key``, bound to ``aad``, as text."""
     nonce = os.urandom(_NONCE_BYTES)
-    sealed = AESGCM(key).encrypt(nonce, plaintext.encode(), aad)
+    sealed = _aead(key).encrypt(nonce, plaintext.encode(), aad)
     return PREFIX + base64.b64encode(nonce + sealed).decode()
 
 
@@ -40,7 +49,7 @@ def open_sealed(key: bytes, sealed: str, aad: bytes) -> str:
         raise CipherError("not a sealed value (no v1: prefix)")
     try:
         raw = base64.b64decode(sealed[len(PREFIX) :], validate=True)
-        opened: bytes = AESGCM(key).decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], aad)
+        opened: bytes = _aead(key).decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], aad)
         return opened.decode()
     except (InvalidTag, binascii.Error, ValueError):
         # One message for every cause: which one it was is no business of a caller (or log).

@@ -22,13 +22,10 @@ from config.settings import Settings
 from core.crypto.cipher import CipherError, open_sealed, seal
 from core.crypto.keystore import DataKey, KeyHold, KeyStore
 from core.crypto.secrets import keyed_hash
-from core.errors import PermanentError, TransientError
+from core.errors import PermanentError
 from core.store.db import make_engine
 
 log = logging.getLogger(__name__)
-# A subject whose fresh key is destroyed again this many times within one write: give up
-# (retried later) instead of looping against an erasure storm.
-_KEY_ATTEMPTS = 3
 
 
 class Vault:
@@ -82,30 +79,31 @@ class Vault:
 
 
 class Sealer:
-    """Seals content under subjects' live data keys, confirmed inside one key-store hold."""
+    """Seals content under subjects' live data keys, confirmed inside one key-store hold
+    (``KeyHold``: a destroy of any of them waits until the write has committed)."""
 
     def __init__(self, store: KeyStore, hold: KeyHold):
         self._store = store
         self._hold = hold
         self._keys: dict[tuple[str, str], DataKey] = {}
+        self._tenants: set[str] = set()
 
     def prepare(self, subjects: Iterable[tuple[str, str]]) -> None:
-        """Confirm the keys of ``subjects`` in one query (a fresh key where one was
-        destroyed since this process cached it)."""
-        todo = set(subjects) - set(self._keys)
-        for _ in range(_KEY_ATTEMPTS):
-            if not todo:
-                return
-            keys = {subject: self._store.key_for(*subject) for subject in todo}
-            live = self._hold.confirm(key.key_id for key in keys.values())
-            self._keys.update({s: key for s, key in keys.items() if key.key_id in live})
-            todo = {subject for subject in todo if subject not in self._keys}
+        """Confirm the subjects' tenants (one locked row each), then take their keys: the
+        cached ones still valid, the others read (or created) after the lock."""
+        todo = {subject for subject in subjects if subject not in self._keys}
+        tenants = {tenant for tenant, _ in todo} - self._tenants
+        self._hold.confirm(tenants)
+        self._tenants |= tenants
         if todo:
-            raise TransientError("data keys were destroyed again while sealing; retry")
+            self._keys.update(self._store.keys_for(todo))
 
     def key(self, tenant: str, subject_id: str) -> DataKey:
-        self.prepare([(tenant, subject_id)])
-        return self._keys[(tenant, subject_id)]
+        found = self._keys.get((tenant, subject_id))
+        if found is None:
+            self.prepare([(tenant, subject_id)])
+            found = self._keys[(tenant, subject_id)]
+        return found
 
     def seal(self, tenant: str, subject_id: str, plaintext: str, aad: bytes) -> tuple[str, str]:
         """``(key_id, sealed)`` of ``plaintext`` under the subject's key."""

@@ -311,6 +311,17 @@ subject_keys = Table(
     ),
 )
 
+# One counter per tenant, bumped by every destruction of its keys (in the same transaction).
+# A writer locks its tenants' rows FOR SHARE for each write and drops keys it cached under an
+# older epoch, so a key destroyed in another process never seals new data (core/crypto).
+key_epochs = Table(
+    "key_epochs",
+    metadata,
+    Column("tenant", ID, nullable=False),
+    Column("epoch", BigInteger, nullable=False, server_default="0"),
+    PrimaryKeyConstraint("tenant", name="pk_key_epochs"),
+)
+
 
 def insert_for(connection: Connection, table: Table) -> Any:
     """``INSERT`` with ``ON CONFLICT`` support for the connection's dialect."""

@@ -1,4 +1,4 @@
-"""subject_keys: per-subject data keys for crypto-shredding (core/crypto)
+"""subject_keys and key_epochs: per-subject data keys for crypto-shredding (core/crypto)
 
 Revision ID: 0007
 Revises: 0006
@@ -39,8 +39,16 @@ def upgrade() -> None:
         postgresql_where=sa.text("destroyed_at IS NULL"),
         sqlite_where=sa.text("destroyed_at IS NULL"),
     )
+    # Bumped with every destruction of a tenant's keys: what writers' key caches check.
+    op.create_table(
+        "key_epochs",
+        sa.Column("tenant", sa.String(128), nullable=False),
+        sa.Column("epoch", sa.BigInteger, nullable=False, server_default="0"),
+        sa.PrimaryKeyConstraint("tenant", name="pk_key_epochs"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("key_epochs")
     op.drop_index("uq_subject_keys_live", table_name="subject_keys")
     op.drop_table("subject_keys")
