@@ -7,7 +7,15 @@ May import only ``core.store``, ``core.models``, ``core.errors`` and ``config``.
 from core.crypto.cipher import CipherError, open_sealed, seal
 from core.crypto.keystore import DataKey, KeyStore
 from core.crypto.secrets import subject_ref
-from core.crypto.vault import Sealer, Vault, open_contents, sealing, vault_for, vault_of
+from core.crypto.vault import (
+    Sealer,
+    Vault,
+    keyed_engine,
+    open_contents,
+    sealing,
+    vault_for,
+    vault_of,
+)
 
 __all__ = [
     "CipherError",
@@ -15,6 +23,7 @@ __all__ = [
     "KeyStore",
     "Sealer",
     "Vault",
+    "keyed_engine",
     "open_contents",
     "open_sealed",
     "seal",
