@@ -332,4 +332,7 @@ class KeyHold:
             with self.store.engine.begin() as connection:
                 self.store._read_epochs(connection, missing)
             current.update(self.store._epochs_of(self.connection, missing, lock=True))
+            # A row that vanished (a key store restored or emptied) says nothing about the
+            # keys cached here: drop them rather than trust a reset epoch.
+            self.store._adopt_epochs({tenant: -1 for tenant in missing})
         self.store._adopt_epochs(current)
