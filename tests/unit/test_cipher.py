@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import base64
 import os
+import stat
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError as SettingsError
 
 from config.settings import KeySettingError, Settings
 from core.crypto.cipher import CipherError, message_aad, new_data_key, open_sealed, seal
-from core.crypto.secrets import subject_ref
+from core.crypto.secrets import load_secrets, subject_ref
 
 
 def test_seal_round_trips_as_text() -> None:
@@ -45,7 +47,7 @@ def test_a_wrong_key_or_a_tampered_value_does_not_open() -> None:
         open_sealed(key, "secret", aad)
 
 
-def test_subject_ref_is_keyed(tmp_path: object) -> None:
+def test_subject_ref_is_keyed() -> None:
     """subject_ref depends on the hash key and the tenant, and is 64 hex characters."""
     one = Settings(hash_key=base64.b64encode(os.urandom(32)).decode())
     two = Settings(hash_key=base64.b64encode(os.urandom(32)).decode())
@@ -72,3 +74,18 @@ def test_malformed_key_settings_are_refused_at_start(fields: dict[str, str]) -> 
     for name, value in fields.items():
         if name != "kek_id":  # an id is no secret; the keys must never be echoed
             assert value not in str(raised.value)
+
+
+def test_development_keys_are_made_once_in_a_private_file(tmp_path: Path) -> None:
+    """No KEK set: one 0600 file of random keys, the same ones on every load, kek_id "dev"."""
+    path = tmp_path / "var" / "dev-secrets.json"
+    first = load_secrets(Settings(dev_secrets_path=str(path)))
+    assert first.development and first.kek_id == "dev" and len(first.kek) == 32
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    again = load_secrets(Settings(dev_secrets_path=str(path), kek_id="other"))  # not cached
+    assert again.kek == first.kek and again.hash_key == first.hash_key
+    real = load_secrets(
+        Settings(dev_secrets_path=str(path), kek=base64.b64encode(os.urandom(32)).decode())
+    )
+    # A real KEK set later: keys wrapped by the development one stay readable until rotated.
+    assert not real.development and real.kek_by_id("dev") == first.kek
