@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import os
 import re
 import uuid
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
+import redis
 import sqlalchemy as sa
 from pydantic import SecretStr
 
@@ -38,8 +40,10 @@ def enc_settings(make_settings: SettingsFactory, pg_database: str) -> Settings:
 
 
 @pytest.fixture
-def enc(redis_client: object, enc_settings: Settings) -> Iterator[tuple[MemoryClient, Drainer]]:
-    client = MemoryClient(redis=redis_client, settings=enc_settings)  # type: ignore[arg-type]
+def enc(
+    redis_client: redis.Redis, enc_settings: Settings
+) -> Iterator[tuple[MemoryClient, Drainer]]:
+    client = MemoryClient(redis=redis_client, settings=enc_settings)
     drainer = Drainer(redis=client.redis, engine=client.engine, settings=enc_settings)
     yield client, drainer
     client.engine.dispose()
@@ -96,7 +100,7 @@ def test_after_destroy_the_rows_read_as_gone_and_new_data_gets_a_new_key(
     old_key = _raw(enc_settings.database_url, messages, session_id="s-alice")[0].key_id
     other_process = KeyStore.from_settings(enc_settings)
     assert other_process.destroy_subject("default", "alice") == [old_key]
-    assert client.engine and other_process.get(old_key) is None
+    assert other_process.get(old_key) is None
     client.redis.flushdb()
     assert client.history("s-alice").messages == []
     assert [m.content for m in client.history("s-bob").messages][:1] == ["bob plain 0"]
@@ -163,7 +167,7 @@ def test_memories_are_sealed_with_a_keyed_content_hash(
 
 
 def test_kek_rotation_keeps_every_row_readable_and_changes_no_content_byte(
-    enc: tuple[MemoryClient, Drainer], enc_settings: Settings, redis_client: object
+    enc: tuple[MemoryClient, Drainer], enc_settings: Settings, redis_client: redis.Redis
 ) -> None:
     """memscribe keystore rotate re-wraps keys only: the content column is byte-identical."""
     client, drainer = enc
@@ -186,7 +190,7 @@ def test_kek_rotation_keeps_every_row_readable_and_changes_no_content_byte(
     assert key_row.kek_id == "t2" and key_row.wrapped_key != wrapped_before[key_row.key_id]
     # A process that knows only the new KEK reads everything.
     only_new = rotated.model_copy(update={"previous_keks": SecretStr("")})
-    reader = MemoryClient(redis=redis_client, settings=only_new)  # type: ignore[arg-type]
+    reader = MemoryClient(redis=redis_client, settings=only_new)
     client.redis.flushdb()
     assert [m.content for m in reader.history("s-alice").messages] == texts
     reader.engine.dispose()
@@ -194,7 +198,7 @@ def test_kek_rotation_keeps_every_row_readable_and_changes_no_content_byte(
 
 
 def test_a_separate_key_store_database_end_to_end(
-    make_settings: SettingsFactory, pg_database: str, redis_client: object
+    make_settings: SettingsFactory, pg_database: str, redis_client: redis.Redis
 ) -> None:
     """Keys in wt_crypto_keys, content in the test database: drain, read, destroy."""
     keys_url = str(sa.engine.make_url(pg_database).set(database="wt_crypto_keys"))
@@ -209,7 +213,7 @@ def test_a_separate_key_store_database_end_to_end(
         database_url=pg_database, keystore_url=keys_url, kek=_b64(), hash_key=_b64()
     )
     assert ensure_keystore(settings)
-    client = MemoryClient(redis=redis_client, settings=settings)  # type: ignore[arg-type]
+    client = MemoryClient(redis=redis_client, settings=settings)
     drainer = Drainer(redis=client.redis, engine=client.engine, settings=settings)
     texts = _fill(client, drainer)
     assert _raw(pg_database, subject_keys) == [] and len(_raw(keys_url, subject_keys)) == 1
@@ -231,8 +235,6 @@ def _storage(url: str, query: str, aad_session: str) -> tuple[bytes, list[tuple[
             sa.text("SELECT pg_read_binary_file(pg_relation_filepath('messages'))")
         ).scalar_one()
         cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        import io
-
         out = io.StringIO()
         cursor.copy_expert(query, out)
         cursor.close()
