@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
@@ -14,6 +18,36 @@ def _with_db(redis_url: str, db: int) -> str:
     """The same Redis server as ``redis_url`` with another logical database."""
     parts = urlsplit(redis_url)
     return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, parts.fragment))
+
+
+class KeySettingError(Exception):
+    """A malformed key setting. Deliberately not a ValueError: pydantic would wrap that in a
+    ValidationError that echoes every input, the secret included, into logs."""
+
+
+def decode_key(text: str, name: str, *, exact_bytes: int = 0, min_bytes: int = 0) -> bytes:
+    """The bytes of a base64 key setting, or KeySettingError naming the setting (never the
+    value)."""
+    try:
+        raw = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise KeySettingError(f"{name} must be base64") from None
+    if exact_bytes and len(raw) != exact_bytes:
+        raise KeySettingError(f"{name} must decode to {exact_bytes} bytes, got {len(raw)}")
+    if len(raw) < min_bytes:
+        raise KeySettingError(f"{name} must decode to at least {min_bytes} bytes, got {len(raw)}")
+    return raw
+
+
+def previous_keks(text: str) -> dict[str, bytes]:
+    """``previous_keks`` ("id:base64,id:base64") as {kek_id: key}."""
+    found: dict[str, bytes] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        kek_id, sep, encoded = item.partition(":")
+        if not sep or not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", kek_id):
+            raise KeySettingError("previous_keks must be 'id:base64' items separated by commas")
+        found[kek_id] = decode_key(encoded, f"previous_keks[{kek_id}]", exact_bytes=32)
+    return found
 
 
 class Settings(BaseSettings):
@@ -230,6 +264,27 @@ class Settings(BaseSettings):
     worker_stall_intervals: int = Field(default=30, ge=3)
     worker_check_interval_s: float = Field(default=5.0, gt=0)
 
+    # --- encryption (core/crypto; docs/encryption.md) ---------------------------------------
+    # Store the content of a subject's messages, summaries and memories encrypted under the
+    # subject's data key (crypto-shredding: destroying the key makes every copy unreadable).
+    # Off: new rows are plaintext; rows already encrypted stay readable.
+    encrypt_content: bool = True
+    # The key-encryption key (base64 of 32 random bytes) that wraps every data key, and its id
+    # (recorded with each wrapped key). Empty: a development KEK generated once into
+    # dev_secrets_path (0600), with a warning in the log; never run production on it.
+    kek: SecretStr = SecretStr("")
+    kek_id: str = Field(default="kek-1", pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    # KEKs being rotated out, "id:base64,id:base64": data keys still wrapped by one of them
+    # stay usable until `memscribe keystore rotate` re-wraps them under kek.
+    previous_keks: SecretStr = SecretStr("")
+    # Key of the keyed hashes (subject_ref, memories' content_hash); base64 of 32+ bytes.
+    # Empty: the development file too. Changing it changes every subject_ref.
+    hash_key: SecretStr = SecretStr("")
+    # Where subject_keys lives. Empty: database_url. Its own database keeps data keys out of
+    # the content database's backups (docs/encryption.md).
+    keystore_url: str = ""
+    dev_secrets_path: str = "./var/dev-secrets.json"
+
     @model_validator(mode="after")
     def _derive_broker(self) -> Settings:
         if self.redis_cluster:
@@ -284,6 +339,23 @@ class Settings(BaseSettings):
         from core.retention.policy import check_settings
 
         check_settings(self)
+        return self
+
+    @model_validator(mode="after")
+    def _encryption_keys(self) -> Settings:
+        # A malformed KEK must stop start-up, not the first drain that needs a data key.
+        if self.kek.get_secret_value():
+            decode_key(self.kek.get_secret_value(), "kek", exact_bytes=32)
+        previous_keks(self.previous_keks.get_secret_value())
+        if self.hash_key.get_secret_value():
+            decode_key(self.hash_key.get_secret_value(), "hash_key", min_bytes=32)
+        if not self.keystore_url:
+            object.__setattr__(self, "keystore_url", self.database_url)
+        # Absolute, so a subprocess started elsewhere (a worker, a test helper) finds the same
+        # development keys.
+        object.__setattr__(
+            self, "dev_secrets_path", str(Path(self.dev_secrets_path).expanduser().resolve())
+        )
         return self
 
     @property

@@ -16,6 +16,7 @@ import redis
 from sqlalchemy import Engine
 
 from config.settings import Settings, get_settings
+from core.crypto.vault import keyed_engine
 from core.erasure.api import ErasureAPI
 from core.errors import ConfigurationError, ValidationError
 from core.log import context as session_context
@@ -44,7 +45,6 @@ from core.state.api import StateAPI
 from core.state.model import StateSchema
 from core.store.connections import answers_ping, redis_client
 from core.store.connections import redis_from_url as redis_from_url  # re-exported: tests, scripts
-from core.store.db import make_engine
 from core.store.keys import Keys, SessionKeys
 from core.store.redis_errors import redis_errors
 from core.store.scripts import Scripts
@@ -113,7 +113,7 @@ class MemoryClient(StateAPI, ErasureAPI):
     def engine(self) -> Engine:
         # Only the read-through path needs the durable store; connect on first use.
         if self._engine is None:
-            self._engine = make_engine(self.settings.database_url)
+            self._engine = keyed_engine(self.settings)
         return self._engine
 
     def append(

@@ -12,7 +12,7 @@ import os
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import pytest
@@ -29,6 +29,8 @@ if _SHARED_TIKTOKEN.is_dir():
 
 from config.settings import Settings, _with_db  # noqa: E402
 from core.client import MemoryClient, redis_from_url  # noqa: E402
+from core.crypto.cipher import message_aad  # noqa: E402
+from core.crypto.vault import Vault, attach, open_contents, vault_of  # noqa: E402
 from core.log.drainer import Drainer  # noqa: E402
 from core.store.db import make_engine, migrate  # noqa: E402
 from core.store.db import metadata as db_metadata  # noqa: E402
@@ -185,15 +187,33 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
         processes.stop(process, timeout_s=10)
 
 
-def messages_in_store(url: str) -> list[sa.Row[Any]]:
-    """Every message row, as (message_id, tenant, session_id, seq, content)."""
+def messages_in_store(url: str) -> list[Row]:
+    """Every message row, as (message_id, tenant, session_id, seq, content), content opened
+    (a subject's messages are stored sealed; one whose key is destroyed reads as None)."""
     engine = make_engine(url)
+    # Workers in subprocesses sealed with the settings' keys (the development ones unless
+    # the test set others): a vault of this process's settings opens them.
+    vault_of(engine) or attach(engine, Vault(Settings(database_url=url)))
     with engine.connect() as connection:
         rows = connection.execute(
-            sa.text("SELECT message_id, tenant, session_id, seq, content FROM messages")
+            sa.text("SELECT message_id, tenant, session_id, seq, content, key_id FROM messages")
         ).all()
+    opened = open_contents(
+        engine, [(row.key_id, row.content, message_aad(*row[1:3], row[0])) for row in rows]
+    )
     engine.dispose()
-    return list(rows)
+    return [
+        Row(row.message_id, row.tenant, row.session_id, row.seq, content)
+        for row, content in zip(rows, opened, strict=True)
+    ]
+
+
+class Row(NamedTuple):
+    message_id: str
+    tenant: str
+    session_id: str
+    seq: int
+    content: str | None
 
 
 def assert_exactly_once(url: str, appended: dict[str, tuple[str, str, int, str]]) -> None:

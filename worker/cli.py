@@ -14,16 +14,17 @@ from rich.console import Console
 from rich.table import Table
 
 from config.settings import Settings, get_settings
+from core.crypto.vault import keyed_engine
 from core.errors import MemscribeError
 from core.log import deadletters
 from core.log.backoff import Backoff
 from core.log.drainer import Drainer
 from core.log.status import shard_status
 from core.store.connections import redis_client
-from core.store.db import make_engine, migrate
+from core.store.db import migrate
 from core.store.keys import Keys
 from core.summaries.status import summarization_status
-from worker import dlq, erasure, memories, purge, run
+from worker import dlq, erasure, keystore, memories, purge, run
 
 console = Console()
 
@@ -31,13 +32,15 @@ console = Console()
 def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
     migrate(settings.database_url)
     console.print(f"migrated {settings.database_url.split('@')[-1]} to the newest schema")
+    if keystore.ensure_keystore(settings):
+        console.print(f"key store ready in {settings.keystore_url.split('@')[-1]}")
     return 0
 
 
 def cmd_flush(settings: Settings, args: argparse.Namespace) -> int:
     drainer = Drainer(
         redis=redis_client(settings),
-        engine=make_engine(settings.database_url),
+        engine=keyed_engine(settings),
         settings=settings,
     )
     if not args.wait:
@@ -157,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     memories.add_parsers(commands)
     erasure.add_parsers(commands)
     purge.add_parser(commands)
+    keystore.add_parsers(commands)
     run.add_parsers(commands)
     return parser
 

@@ -13,11 +13,11 @@ from rich.console import Console
 from rich.progress import Progress
 
 from config.settings import Settings
+from core.crypto.vault import keyed_engine
 from core.memories.consolidate import Consolidator
 from core.memories.report import ConsolidationReport
 from core.memories.unconsolidate import unconsolidate
 from core.store.connections import redis_client
-from core.store.db import make_engine
 
 console = Console()
 
@@ -39,7 +39,7 @@ def _summary(report: ConsolidationReport) -> str:
 
 def cmd_consolidate(settings: Settings, args: argparse.Namespace) -> int:
     consolidator = Consolidator(
-        redis=redis_client(settings), engine=make_engine(settings.database_url), settings=settings
+        redis=redis_client(settings), engine=keyed_engine(settings), settings=settings
     )
     with Progress(console=console, transient=True, disable=args.json) as progress:
         task = progress.add_task("consolidating", total=None)
@@ -63,7 +63,7 @@ def cmd_consolidate(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_unconsolidate(settings: Settings, args: argparse.Namespace) -> int:
     undone = unconsolidate(
         redis_client(settings),
-        make_engine(settings.database_url),
+        keyed_engine(settings),
         settings,
         args.memory_id,
         tenant=args.tenant,

@@ -13,10 +13,10 @@ import redis
 from sqlalchemy import Engine
 
 from config.settings import Settings, get_settings
+from core.crypto.vault import keyed_engine
 from core.log.drainer import Drainer
 from core.memories.consolidate import Consolidator
 from core.store.connections import redis_client
-from core.store.db import make_engine
 from core.store.keys import Keys
 from core.store.tokens import token_counter
 from core.summaries.llm import build_backend
@@ -33,7 +33,7 @@ class Runtime:
 
     @cached_property
     def engine(self) -> Engine:
-        return make_engine(self.settings.database_url)
+        return keyed_engine(self.settings)
 
     @cached_property
     def keys(self) -> Keys:

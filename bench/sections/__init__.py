@@ -14,6 +14,7 @@ from bench.sections import (
     append_latency,
     cache,
     durable_throughput,
+    encryption,
     history,
     idle_cost,
     lag,
@@ -45,5 +46,7 @@ SECTIONS: list[Section] = [
     cache.SECTION,
     # Retention (core/retention): 1M expired messages purged while appends go on.
     purge.SECTION,
+    # What sealing content costs the drain (core/crypto).
+    encryption.SECTION,
     # Later issues: erasure.SECTION, backups.SECTION
 ]

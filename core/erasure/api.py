@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
+from core.crypto import KeyStore, vault_for
 from core.erasure import export, messages, receipts
 from core.erasure.receipts import Receipt
 from core.erasure.request import ErasureRequests
@@ -29,10 +30,6 @@ class ErasureAPI:
     keys: Keys
     scripts: Scripts
     _enqueue: Callable[[str, list[str]], None] | None
-    # Set by the client: (tenant, subject or None) -> data key ids destroyed (core/crypto).
-    _destroy_keys: Callable[[str, str | None], list[str]] | None = None
-    # key id -> True while the key store still holds it (core/crypto; verify checks).
-    _key_alive: Callable[[str], bool] | None = None
 
     @property
     def engine(self) -> Engine:  # provided by MemoryClient
@@ -65,6 +62,19 @@ class ErasureAPI:
         """Remove the session's summaries everywhere; its messages stay and are summarized
         again when the trigger is next crossed."""
         return self._clear(session_id, tenant, SUMMARIES)
+
+    def _keystore(self) -> KeyStore:
+        return vault_for(self.engine, self.settings).keystore
+
+    def _destroy_keys(self, tenant: str, subject_id: str | None) -> list[str]:
+        """Crypto-shredding: the data keys go first (core/crypto)."""
+        store = self._keystore()
+        if subject_id is None:
+            return store.destroy_tenant(tenant)
+        return store.destroy_subject(tenant, subject_id)
+
+    def _key_alive(self, key_id: str) -> bool:
+        return self._keystore().get(key_id) is not None
 
     def _requests(self) -> ErasureRequests:
         return ErasureRequests(

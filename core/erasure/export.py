@@ -17,6 +17,8 @@ from typing import Any, Protocol
 
 from sqlalchemy import select
 
+from core.crypto.cipher import memory_aad
+from core.crypto.vault import open_contents
 from core.erasure.request import ErasureRequests
 from core.models import HistoryPage, Memory, Message
 from core.store.db import memories
@@ -91,15 +93,24 @@ def export_subject(
     live = {m.memory_id: asdict(m) for m in client.recall(subject_id, tenant=tenant, k=1000)}
     with translate_errors(), requests.engine.connect() as connection:
         # Superseded and forgotten-but-kept memories are records about the subject too.
-        for row in connection.execute(
+        rows = connection.execute(
             select(memories).where(
                 (memories.c.tenant == tenant) & (memories.c.subject_id == subject_id)
             )
-        ).mappings():
-            if row["memory_id"] not in live:
-                live[row["memory_id"]] = {
-                    name: row[name]
-                    for name in ("memory_id", "content", "priority", "tags", "created_at")
-                } | {"superseded_by": row["superseded_by"]}
+        ).all()
+    contents = open_contents(
+        requests.engine,
+        [(row.key_id, row.content, memory_aad(tenant, subject_id, row.memory_id)) for row in rows],
+    )
+    for row, content in zip(rows, contents, strict=True):
+        if row.memory_id not in live and content is not None:
+            live[row.memory_id] = {
+                "memory_id": row.memory_id,
+                "content": content,
+                "priority": row.priority,
+                "tags": row.tags,
+                "created_at": row.created_at,
+                "superseded_by": row.superseded_by,
+            }
     yield ",".join(_json(memory) for memory in live.values())
     yield "]}"

@@ -8,7 +8,6 @@ pending -> completed (or failed, with the reason); ``stage`` says where a pendin
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -16,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Engine, select, update
 
-from config.settings import Settings
+from core.crypto import subject_ref as subject_ref  # re-exported: the receipts' name
 from core.errors import ValidationError
 from core.store.db import erasure_receipts, insert_for
 from core.store.db_errors import translate_errors
@@ -61,19 +60,6 @@ class Receipt:
             "key_ids": self.key_ids,
             "reason": self.reason,
         }
-
-
-def subject_ref(settings: Settings, tenant: str, subject_id: str) -> str:
-    """The subject as receipts and tombstones name it: HMAC-SHA256 of "tenant/subject" under
-    the deployment's hash key, so a receipt cannot be matched to a person without that key."""
-    key = _hash_key(settings)
-    return hmac.new(key, f"{tenant}/{subject_id}".encode(), hashlib.sha256).hexdigest()
-
-
-def _hash_key(settings: Settings) -> bytes:
-    secret = getattr(settings, "subject_hash_key", None)
-    value = secret.get_secret_value() if secret is not None else ""
-    return (value or f"memscribe:{settings.key_prefix}").encode()
 
 
 def _aware(value: datetime | None) -> datetime | None:

@@ -9,11 +9,13 @@ from collections.abc import Mapping
 from sqlalchemy import Engine
 
 from config.settings import Settings
+from core.crypto.vault import sealing
 from core.errors import PermanentError
 from core.log.backpressure import Drained
 from core.log.entries import Decoder, Known, Malformed, Row, Unknown, sort_entry
 from core.log.report import DrainReport, Entry
 from core.log.repository import MessageRow, persist_messages
+from core.log.sealing import seal_items
 from core.memories.wal import MemoryRow, RememberRow
 from core.retention.policy import RetentionPolicy
 from core.state.wal import ConsumedRow, ResultRow, StatePatchRow, StateRow
@@ -58,7 +60,16 @@ def persist_batch(
         else:
             decoded.append((entry, found))
             report.drained.append(_drained(found.row, len(entry[1].get(b"d", b""))))
-    offenders += _persist_isolating(engine, decoded, report, policy)
+    vault = sealing(engine)
+    if vault is None or not decoded:
+        offenders += _persist_isolating(engine, decoded, report, policy)
+    else:
+        # The hold spans the writes (and their commits): a destroy of any key sealed under
+        # here waits for them (core/crypto/keystore.py: KeyHold).
+        with vault.sealer() as sealer:
+            offenders += _persist_isolating(
+                engine, seal_items(engine, sealer, decoded), report, policy
+            )
     report.dead_lettered = len(offenders)
     return report, offenders
 

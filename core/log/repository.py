@@ -37,6 +37,8 @@ MESSAGE_COLUMNS = (
     "created_at",
     # created_at + the tenant's retention of messages (core/retention); NULL: kept forever.
     "expires_at",
+    # The data key content is sealed under (core/log/sealing.py); None: plaintext.
+    "key_id",
 )
 # The staging table also carries subject_id, which belongs to the session, not the message.
 # It stages expires_at as keep_s, the tenant's retention in seconds (one cached string per
@@ -54,7 +56,7 @@ _NULL = "\\N"
 _STAGING_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS ms_stage_batch (
     message_id text, tenant text, session_id text, seq bigint, role text, content text,
-    tokens integer, metadata json, created_at timestamptz, keep_s bigint,
+    tokens integer, metadata json, created_at timestamptz, keep_s bigint, key_id text,
     subject_id text
 ) ON COMMIT DELETE ROWS
 """
@@ -112,6 +114,7 @@ class MessageRow:
     metadata: dict[str, Any] | None
     created_at: datetime
     subject_id: str | None = None
+    key_id: str | None = None
 
     def as_params(self, expires_at: datetime | None) -> dict[str, Any]:
         # expires_at is the policy's, not the entry's: the WAL entry does not carry it.
@@ -135,10 +138,11 @@ def _copy_line(row: MessageRow, keep_s: str) -> str:
         else _text(json.dumps(row.metadata, ensure_ascii=False, separators=(",", ":")))
     )
     subject = _NULL if row.subject_id is None else _text(row.subject_id)
+    key_id = _NULL if row.key_id is None else _text(row.key_id)
     return (
         f"{_text(row.message_id)}\t{_text(row.tenant)}\t{_text(row.session_id)}\t{int(row.seq)}\t"
         f"{_text(row.role)}\t{_text(row.content)}\t{int(row.tokens)}\t{metadata}\t"
-        f"{row.created_at.isoformat()}\t{keep_s}\t{subject}\n"
+        f"{row.created_at.isoformat()}\t{keep_s}\t{key_id}\t{subject}\n"
     )
 
 

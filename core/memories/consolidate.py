@@ -29,6 +29,7 @@ import redis
 from sqlalchemy import Connection, Engine
 
 from config.settings import Settings
+from core.crypto.vault import vault_for
 from core.errors import PermanentError, TransientError
 from core.memories import lineage, records
 from core.memories.embeddings import Embedder, cosine, embedder_from_settings
@@ -78,6 +79,7 @@ class Consolidator:
     ) -> None:
         self.redis = redis
         self.engine = engine
+        vault_for(engine, settings)  # merges seal, candidates open (core/crypto)
         self.settings = settings
         self.keys = Keys.of(settings)
         self.merger = merger or merger_from_settings(settings)

@@ -14,9 +14,11 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, or_, select, update
 
+from core.crypto.cipher import memory_aad
+from core.crypto.vault import content_digest, open_contents, sealing
 from core.errors import PermanentError
 from core.memories.model import Priority
-from core.memories.similarity import content_hash
+from core.memories.similarity import content_hash, normalize
 from core.store.db import memories, memory_lineage
 from core.summaries.store import add_usage
 
@@ -112,13 +114,31 @@ class MergedMemory:
         return None if None in own else max(when for when in own if when is not None)
 
 
-def from_row(row: Any) -> StoredMemory:
+def from_rows(engine: Engine, rows: Sequence[Any]) -> list[StoredMemory]:
+    """Memories rows, opened; one whose data key is destroyed reads as gone (skipped)."""
+    contents = open_contents(
+        engine,
+        [
+            (row.key_id, row.content, memory_aad(row.tenant, row.subject_id, row.memory_id))
+            for row in rows
+        ],
+    )
+    return [
+        _from_row(row, content)
+        for row, content in zip(rows, contents, strict=True)
+        if content is not None
+    ]
+
+
+def _from_row(row: Any, content: str) -> StoredMemory:
     return StoredMemory(
         memory_id=row.memory_id,
         tenant=row.tenant,
         subject_id=row.subject_id,
-        content=row.content,
-        content_hash=row.content_hash,
+        content=content,
+        # Recomputed: the stored hash of a sealed memory is keyed (core/log/sealing.py), and
+        # grouping exact duplicates needs the same hash for every row of the subject.
+        content_hash=content_hash(content),
         priority=Priority(row.priority),
         pinned=bool(row.pinned),
         tags=tuple(row.tags or ()),
@@ -186,12 +206,13 @@ def candidates(engine: Engine, tenant: str, subject_id: str) -> list[StoredMemor
         .order_by(memories.c.created_at, memories.c.memory_id)
     )
     with engine.connect() as connection:
-        return [from_row(row) for row in connection.execute(query)]
+        rows = connection.execute(query).all()
+    return from_rows(engine, rows)
 
 
 def load(connection: Connection, memory_ids: Sequence[str]) -> list[StoredMemory]:
     rows = connection.execute(select(memories).where(memories.c.memory_id.in_(list(memory_ids))))
-    return [from_row(row) for row in rows]
+    return from_rows(connection.engine, rows.all())
 
 
 def store_embeddings(engine: Engine, vectors: dict[str, list[float]], *, model: str) -> None:
@@ -207,17 +228,39 @@ def store_embeddings(engine: Engine, vectors: dict[str, list[float]], *, model: 
             )
 
 
+def _sealed(
+    engine: Engine, merged: MergedMemory, tenant: str, subject_id: str
+) -> tuple[str | None, str, str]:
+    """(key_id, stored content, content hash) of a merged memory.
+
+    The key is confirmed live, but the hold ends before the merge commits: a merge only
+    recombines the subject's existing memories, so if an erasure destroys the key meanwhile,
+    the merged row is old data and going with the key is what erasure wants.
+    """
+    vault = sealing(engine)
+    if vault is None:
+        return None, merged.content, content_hash(merged.content)
+    with vault.sealer() as sealer:
+        key = sealer.key(tenant, subject_id)
+        aad = memory_aad(tenant, subject_id, merged.memory_id)
+        key_id, content = sealer.seal(tenant, subject_id, merged.content, aad)
+    return key_id, content, content_digest(key, normalize(merged.content))
+
+
 def write_merge(connection: Connection, merged: MergedMemory) -> None:
     """The merged memory, its lineage, and its sources pointed at it, on ``connection``'s open
     transaction. Raises ``SupersededTwice`` when any source is no longer live."""
     now = merged.created_at
+    tenant, subject_id = merged.sources[0].tenant, merged.sources[0].subject_id
+    key_id, content, digest = _sealed(connection.engine, merged, tenant, subject_id)
     connection.execute(
         memories.insert().values(
             memory_id=merged.memory_id,
-            tenant=merged.sources[0].tenant,
-            subject_id=merged.sources[0].subject_id,
-            content=merged.content,
-            content_hash=content_hash(merged.content),
+            tenant=tenant,
+            subject_id=subject_id,
+            content=content,
+            content_hash=digest,
+            key_id=key_id,
             priority=int(merged.priority),
             pinned=False,
             tags=list(merged.tags),

@@ -98,7 +98,7 @@ def _undo(
         row = connection.execute(
             select(memories).where(memories.c.memory_id == memory_id).with_for_update()
         ).one_or_none()
-        merged = lineage.from_row(row) if row is not None else None
+        merged = next(iter(lineage.from_rows(engine, [row])), None) if row is not None else None
         if merged is None or merged.superseded_by is not None:
             transaction.rollback()
             raise ValidationError("memory_id", f"{memory_id} changed meanwhile; try again")

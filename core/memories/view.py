@@ -15,7 +15,7 @@ from typing import Any
 import redis
 from sqlalchemy import Engine, select
 
-from core.memories.lineage import from_row
+from core.memories.lineage import from_rows
 from core.memories.records import COMPLETE
 from core.memories.view_merge import stored_value
 from core.store.db import memories
@@ -70,7 +70,7 @@ def load(engine: Engine, keys: SubjectKeys) -> DurableView:
         rows = connection.execute(
             select(memories).where(subject).order_by(memories.c.created_at)
         ).all()
-    stored = [from_row(row) for row in rows]
+    stored = from_rows(engine, rows)
     return DurableView(
         values=[(memory.memory_id, stored_value(memory)) for memory in stored],
         embeddings=[

@@ -51,6 +51,10 @@ class RememberRow:
     # Not a session's entry: nothing for the sessions' high water.
     session_id: str = ""
     seq: int = 0
+    # Set when the drainer sealed ``content`` (core/log/sealing.py): the data key, and the
+    # keyed hash of the plaintext (a plain sha-256 of short facts is dictionary-attackable).
+    key_id: str | None = None
+    content_hash: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,7 +269,8 @@ def _insert(connection: Connection, rows: list[RememberRow], policy: RetentionPo
             "tenant": row.tenant,
             "subject_id": row.subject_id,
             "content": row.content,
-            "content_hash": content_hash(row.content),
+            "content_hash": row.content_hash or content_hash(row.content),
+            "key_id": row.key_id,
             "priority": row.priority,
             "pinned": row.pinned,
             "tags": row.tags,

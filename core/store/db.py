@@ -22,6 +22,7 @@ from sqlalchemy import (
     Engine,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     SmallInteger,
@@ -285,6 +286,45 @@ erasure_receipts = Table(
     PrimaryKeyConstraint("receipt_id", name="pk_erasure_receipts"),
     UniqueConstraint("request_id", name="uq_erasure_receipts_request"),
     Index("ix_erasure_receipts_subject", "tenant", "subject_ref"),
+)
+
+
+# Data keys (core/crypto/keystore.py): one live key per (tenant, subject), stored only wrapped
+# by a key-encryption key. The subject appears only as a keyed hash (subject_ref). Destroying
+# a key nulls wrapped_key and sets destroyed_at; the row stays as the record of its id.
+# May live in a database of its own (MEMSCRIBE_KEYSTORE_URL); never part of a backup.
+subject_keys = Table(
+    "subject_keys",
+    metadata,
+    Column("key_id", String(64), nullable=False),
+    Column("tenant", ID, nullable=False),
+    Column("subject_ref", String(64), nullable=False),
+    Column("kek_id", String(64), nullable=True),
+    Column("wrapped_key", LargeBinary, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("destroyed_at", DateTime(timezone=True), nullable=True),
+    PrimaryKeyConstraint("key_id", name="pk_subject_keys"),
+    # At most one live key per subject: two drainers creating it at once conflict here, and
+    # the loser reads the winner's key.
+    Index(
+        "uq_subject_keys_live",
+        "tenant",
+        "subject_ref",
+        unique=True,
+        postgresql_where=text("destroyed_at IS NULL"),
+        sqlite_where=text("destroyed_at IS NULL"),
+    ),
+)
+
+# One counter per tenant, bumped by every destruction of its keys (in the same transaction).
+# A writer locks its tenants' rows FOR SHARE for each write and drops keys it cached under an
+# older epoch, so a key destroyed in another process never seals new data (core/crypto).
+key_epochs = Table(
+    "key_epochs",
+    metadata,
+    Column("tenant", ID, nullable=False),
+    Column("epoch", BigInteger, nullable=False, server_default="0"),
+    PrimaryKeyConstraint("tenant", name="pk_key_epochs"),
 )
 
 

@@ -9,13 +9,17 @@ a second attempt reads the stored text back instead of replacing it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, Literal
 
 from sqlalchemy import Connection, Engine, func, select
 
-from core.errors import ClearedError
+from core.crypto.cipher import message_aad, summary_aad
+from core.crypto.vault import open_contents, sealing
+from core.errors import ClearedError, PermanentError
 from core.models import Message
 from core.retention.policy import NO_RETENTION, RetentionPolicy
 from core.store.db import insert_for, llm_usage, messages, of_session, sessions, summaries
@@ -61,13 +65,41 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def _record(row: Any) -> SummaryRecord:
+def _records(engine: Engine, rows: Sequence[Any]) -> list[SummaryRecord]:
+    """Stored summaries as records, opened; one whose data key is destroyed reads as gone."""
+    texts = open_contents(
+        engine,
+        [
+            (row.key_id, row.text, summary_aad(row.tenant, row.session_id, row.covers_through_seq))
+            for row in rows
+        ],
+    )
+    return [_record(row, text) for row, text in zip(rows, texts, strict=True) if text is not None]
+
+
+def _messages(engine: Engine, rows: Sequence[Any], tenant: str, session_id: str) -> list[Message]:
+    """Stored messages, opened; one whose data key is destroyed reads as gone (skipped)."""
+    contents = open_contents(
+        engine,
+        [
+            (row.key_id, row.content, message_aad(tenant, session_id, row.message_id))
+            for row in rows
+        ],
+    )
+    return [
+        _message(row, content)
+        for row, content in zip(rows, contents, strict=True)
+        if content is not None
+    ]
+
+
+def _record(row: Any, text: str) -> SummaryRecord:
     return SummaryRecord(
         tenant=row.tenant,
         session_id=row.session_id,
         covers_through_seq=row.covers_through_seq,
         from_seq=row.from_seq,
-        text=row.text,
+        text=text,
         tokens=row.tokens,
         folded_tokens=row.folded_tokens,
         model=row.model,
@@ -77,12 +109,12 @@ def _record(row: Any) -> SummaryRecord:
     )
 
 
-def _message(row: Any) -> Message:
+def _message(row: Any, content: str) -> Message:
     return Message(
         message_id=row.message_id,
         seq=row.seq,
         role=row.role,
-        content=row.content,
+        content=content,
         tokens=row.tokens,
         created_at=_aware(row.created_at),
         metadata=row.metadata,
@@ -97,6 +129,7 @@ _MESSAGE_COLUMNS = (
     messages.c.tokens,
     messages.c.created_at,
     messages.c.metadata,
+    messages.c.key_id,
 )
 
 
@@ -117,7 +150,7 @@ def save_summary(
     draft adopted after a failure (its first attempt may not have reached the store).
     ``policy`` gives the row its ``expires_at`` (the tenant's retention of summaries).
     """
-    values = {
+    values: dict[str, Any] = {
         "tenant": record.tenant,
         "session_id": record.session_id,
         "covers_through_seq": record.covers_through_seq,
@@ -131,7 +164,8 @@ def save_summary(
         "created_at": record.created_at,
         "expires_at": policy.expires_at(record.tenant, "summaries", record.created_at),
     }
-    with translate_errors(), engine.begin() as connection:
+    with ExitStack() as hold, translate_errors(), engine.begin() as connection:
+        _seal_summary(engine, connection, hold, values)
         _check_not_cleared(connection, record)
         inserted = connection.execute(
             insert_for(connection, summaries)
@@ -146,7 +180,32 @@ def save_summary(
                 summaries.c.covers_through_seq == record.covers_through_seq,
             )
         ).one()
-    return _record(stored)
+    if inserted:
+        return record  # the text we sealed, without opening it again
+    found = _records(engine, [stored])
+    if not found:
+        raise PermanentError("the stored summary's data key was destroyed")
+    return found[0]
+
+
+def _seal_summary(
+    engine: Engine, connection: Connection, hold: ExitStack, values: dict[str, Any]
+) -> None:
+    """Seal ``values["text"]`` under the session subject's data key (no subject, or
+    encryption off: plaintext). The key hold joins ``hold``, which closes after the commit."""
+    vault = sealing(engine)
+    if vault is None:
+        return
+    subject = connection.execute(
+        select(sessions.c.subject_id).where(
+            of_session(sessions, values["tenant"], values["session_id"])
+        )
+    ).scalar()
+    if subject is None:
+        return
+    sealer = hold.enter_context(vault.sealer())
+    aad = summary_aad(values["tenant"], values["session_id"], values["covers_through_seq"])
+    values["key_id"], values["text"] = sealer.seal(values["tenant"], subject, values["text"], aad)
 
 
 def _check_not_cleared(connection: Connection, record: SummaryRecord) -> None:
@@ -221,7 +280,7 @@ def load_messages(
             )
             .order_by(messages.c.seq)
         ).all()
-    return [_message(row) for row in rows]
+    return _messages(engine, rows, tenant, session_id)
 
 
 def load_messages_before(
@@ -236,7 +295,7 @@ def load_messages_before(
         rows = connection.execute(
             select(*_MESSAGE_COLUMNS).where(where).order_by(messages.c.seq.desc()).limit(limit)
         ).all()
-    return [_message(row) for row in reversed(rows)]
+    return _messages(engine, list(reversed(rows)), tenant, session_id)
 
 
 def load_context(
@@ -258,7 +317,8 @@ def load_context(
             .order_by(summaries.c.covers_through_seq.desc())
             .limit(1)
         ).first()
-        summary = None if latest is None else _record(latest)
+        # A summary whose key is destroyed reads as none (its messages are gone with it).
+        summary = next(iter(_records(engine, [latest])), None) if latest is not None else None
         count = 0
         if summary is not None:
             count = connection.execute(
@@ -277,11 +337,11 @@ def load_context(
         ).all()
     kept: list[Message] = []
     tokens = 0
-    for row in newest:
-        if kept and tokens + row.tokens > max_tokens:
+    for message in reversed(_messages(engine, list(reversed(newest)), tenant, session_id)):
+        if kept and tokens + message.tokens > max_tokens:
             break
-        kept.append(_message(row))
-        tokens += row.tokens
+        kept.append(message)
+        tokens += message.tokens
     kept.reverse()
     return DurableContext(
         last_seq=session.last_seq,
@@ -303,7 +363,7 @@ def list_summaries(engine: Engine, *, tenant: str, session_id: str) -> list[Summ
             .where(of_session(summaries, tenant, session_id))
             .order_by(summaries.c.covers_through_seq)
         ).all()
-    return [_record(row) for row in rows]
+    return _records(engine, rows)
 
 
 def latest_summaries(
@@ -317,7 +377,7 @@ def latest_summaries(
             .order_by(summaries.c.covers_through_seq.desc())
             .limit(limit)
         ).all()
-    return [_record(row) for row in rows]
+    return _records(engine, rows)
 
 
 def summary_history_stats(
@@ -334,7 +394,8 @@ def summary_history_stats(
             .order_by(summaries.c.covers_through_seq.desc())
             .limit(1)
         ).first()
-    return int(count), None if latest is None else _record(latest)
+    opened = _records(engine, [latest]) if latest is not None else []
+    return int(count), opened[0] if opened else None
 
 
 def usage_on(engine: Engine, *, tenant: str, day: date) -> dict[str, int]:

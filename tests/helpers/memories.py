@@ -12,6 +12,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import Engine
 
+from core.crypto.cipher import memory_aad
+from core.crypto.vault import open_contents
 from core.memories.similarity import content_hash
 from core.models import new_message_id
 from core.store.db import memories, memory_lineage
@@ -63,12 +65,16 @@ def seed(engine: Engine, tenant: str, subject_id: str, seeds: Sequence[Seed]) ->
 
 
 def rows(engine: Engine, *, tenant: str | None = None) -> dict[str, dict[str, Any]]:
-    """Every memories row by id (as plain dicts)."""
+    """Every memories row by id (as plain dicts), ``content`` opened (docs/encryption.md)."""
     query = sa.select(memories)
     if tenant is not None:
         query = query.where(memories.c.tenant == tenant)
     with engine.connect() as connection:
-        return {row.memory_id: dict(row._mapping) for row in connection.execute(query)}
+        found = {row.memory_id: dict(row._mapping) for row in connection.execute(query)}
+    for row in found.values():
+        aad = memory_aad(row["tenant"], row["subject_id"], row["memory_id"])
+        row["content"] = open_contents(engine, [(row["key_id"], row["content"], aad)])[0]
+    return found
 
 
 def lineage_rows(engine: Engine) -> list[dict[str, Any]]:

@@ -4,24 +4,23 @@ and the durable store (both backends where it matters)."""
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 from config.settings import Settings
 from core.client import MemoryClient
 from core.log.drainer import Drainer
-from core.store.db import memories
 from tests.conftest import both_backends
+from tests.helpers.memories import rows as memory_rows
 
 
 def _rows(client: MemoryClient) -> dict[str, Any]:
-    with client.engine.connect() as connection:
-        return {
-            row.memory_id: row
-            for row in connection.execute(sa.select(memories).order_by(memories.c.memory_id))
-        }
+    """Every memories row by id, ``content`` opened (it is stored sealed)."""
+    return {
+        memory_id: SimpleNamespace(**row) for memory_id, row in memory_rows(client.engine).items()
+    }
 
 
 @both_backends
