@@ -19,11 +19,12 @@ from sqlalchemy import Connection, Engine, func, select
 
 from core.crypto.cipher import message_aad, summary_aad
 from core.crypto.vault import open_contents, sealing
-from core.errors import ClearedError, PermanentError
+from core.errors import PermanentError
 from core.models import Message
 from core.retention.policy import NO_RETENTION, RetentionPolicy
 from core.store.db import insert_for, llm_usage, messages, of_session, sessions, summaries
 from core.store.db_errors import translate_errors
+from core.summaries.floors import check_not_cleared
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +167,7 @@ def save_summary(
     }
     with ExitStack() as hold, translate_errors(), engine.begin() as connection:
         _seal_summary(engine, connection, hold, values)
-        _check_not_cleared(connection, record)
+        check_not_cleared(connection, record)
         inserted = connection.execute(
             insert_for(connection, summaries)
             .values(values)
@@ -206,20 +207,6 @@ def _seal_summary(
     sealer = hold.enter_context(vault.sealer())
     aad = summary_aad(values["tenant"], values["session_id"], values["covers_through_seq"])
     values["key_id"], values["text"] = sealer.seal(values["tenant"], subject, values["text"], aad)
-
-
-def _check_not_cleared(connection: Connection, record: SummaryRecord) -> None:
-    """Refuse a summary that folded cleared or erased messages (core/erasure). FOR SHARE: a
-    clear holding the session row commits first and is seen; a later one waits for this
-    transaction and then deletes the summary with the rest."""
-    query = select(sessions.c.cleared_seq).where(
-        of_session(sessions, record.tenant, record.session_id)
-    )
-    if connection.dialect.name == "postgresql":
-        query = query.with_for_update(read=True)
-    cleared = connection.execute(query).scalar()
-    if cleared is not None and record.from_seq <= cleared:
-        raise ClearedError(f"the session was cleared through seq {cleared}")
 
 
 def _add_usage(connection: Connection, record: SummaryRecord) -> None:

@@ -36,6 +36,7 @@ from core.summaries.summarizer import SessionSummarizer
 from tests.conftest import ROOT, SettingsFactory, assert_exactly_once
 from tests.fakes.openai_server import FakeOpenAI
 from tests.helpers.memories import merge_reply
+from tests.helpers.store_text import session_contents
 from tests.integration.test_reclaim import _wait_ready
 from worker import processes
 
@@ -71,18 +72,6 @@ def verified(client: MemoryClient, subject: str) -> Verification:
         subject_id=subject,
     )
     assert found.clean, found.residue
-    return found
-
-
-def stored_contents(url: str, session: str) -> list[str]:
-    engine = make_engine(url)
-    with engine.connect() as connection:
-        rows = connection.execute(
-            sa.text("SELECT content FROM messages WHERE session_id = :s ORDER BY seq"),
-            {"s": session},
-        ).scalars()
-        found = list(rows)
-    engine.dispose()
     return found
 
 
@@ -124,7 +113,7 @@ def test_appends_keep_coming_during_the_erasure(
     after = [(session, content) for started, _f, session, content in acked if started > erase_ended]
     assert len(before) > 100 and len(after) > 100
     for session in ("s0", "s1", "s2"):
-        stored = stored_contents(pg_database, session)
+        stored = session_contents(pg_database, session)
         assert len(stored) == len(set(stored))  # nothing twice
         assert not before & set(stored)  # nothing of before
         wanted = [content for s, content in after if s == session]
@@ -156,7 +145,7 @@ def test_a_drainer_killed_holding_the_subjects_entries(
     finish(client, drainer, receipt.receipt_id)  # the reclaim meets the floor
 
     verified(client, "alice")
-    assert stored_contents(pg_database, "a") == ["alice after"]
+    assert session_contents(pg_database, "a") == ["alice after"]
     assert after.seq == 51
 
 
@@ -257,7 +246,7 @@ def test_a_dead_letter_replay_of_the_subjects_entry(
     finish(client, drainer, receipt.receipt_id)
 
     verified(client, "alice")
-    assert stored_contents(pg_database, "a") == []
+    assert session_contents(pg_database, "a") == []
     assert deadletters.list_dead_letters(client.redis, client.keys) == []
 
 

@@ -8,18 +8,13 @@ import sqlalchemy as sa
 from core.client import MemoryClient
 from core.log.drainer import Drainer
 from core.store.db import make_engine
-from tests.conftest import both_backends
+from tests.conftest import both_backends, messages_in_store
 
 
-def stored(url: str, session: str = "s") -> list[tuple[int, str]]:
-    engine = make_engine(url)
-    with engine.connect() as connection:
-        rows = connection.execute(
-            sa.text("SELECT seq, content FROM messages WHERE session_id = :s ORDER BY seq"),
-            {"s": session},
-        ).all()
-    engine.dispose()
-    return [(int(seq), content) for seq, content in rows]
+def stored(url: str, session: str = "s") -> list[tuple[int, str | None]]:
+    """The session's (seq, content) in the store, content opened (docs/encryption.md)."""
+    rows = [row for row in messages_in_store(url) if row.session_id == session]
+    return sorted((int(row.seq), row.content) for row in rows)
 
 
 @both_backends

@@ -13,7 +13,8 @@ from core.erasure.job import ErasureJob
 from core.errors import ValidationError
 from core.log.drainer import Drainer
 from core.store.db import make_engine
-from tests.conftest import both_backends
+from tests.conftest import both_backends, messages_in_store
+from tests.helpers.store_text import rows_mentioning
 
 
 class Sent:
@@ -32,25 +33,6 @@ def count(url: str, sql: str, **params: Any) -> int:
         value = connection.execute(sa.text(sql), params).scalar()
     engine.dispose()
     return int(value or 0)
-
-
-def rows_mentioning(url: str, text: str) -> int:
-    """Rows of every content-bearing table whose text contains ``text``."""
-    like = f"%{text}%"
-    return sum(
-        count(
-            url, f"SELECT count(*) FROM {table} WHERE CAST({column} AS TEXT) LIKE :like", like=like
-        )
-        for table, column in (
-            ("messages", "content"),
-            ("summaries", "text"),
-            ("memories", "content"),
-            ("state_history", "changes"),
-            ("sessions", "state"),
-            ("sessions", "subject_id"),
-            ("agent_results", "result"),
-        )
-    )
 
 
 @pytest.fixture
@@ -92,6 +74,11 @@ def test_erase_subject_removes_everything_and_keeps_what_comes_after(
     assert client.context("b").messages == []
     after = client.append("a", "user", "alice after the erasure", subject_id="alice")
     drainer.flush(timeout_s=10)
+    # Rows drained before the erasure are still there until the job runs, but their key is
+    # destroyed: they read as nothing (crypto-shredding).
+    drained_before = [r for r in messages_in_store(database_url) if r.session_id == "a"]
+    assert len(drained_before) >= 4
+    assert all(r.content is None for r in drained_before if r.seq <= 4)
     # Entries in flight at the erasure meet the floors and tombstones: none is written.
     # (Rows drained before it are unreadable once the keys are gone; the job deletes them.)
     assert rows_mentioning(database_url, "undrained") == 0
