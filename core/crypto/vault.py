@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
@@ -120,8 +119,12 @@ def content_digest(key: DataKey, normalized: str) -> str:
     return keyed_hash(keyed_hash(key.key, "memscribe/content-hash/v1").encode(), normalized)
 
 
-_by_engine: weakref.WeakKeyDictionary[Engine, Vault] = weakref.WeakKeyDictionary()
-# An engine nobody attached (a script's own engine on the same database) still finds it.
+# The vault rides on its engine as an attribute: engine and vault refer to each other and are
+# collected together (a WeakKeyDictionary would not do: its value, the vault, holds the engine,
+# so no engine, and no pooled connection, would ever be freed).
+_VAULT = "_memscribe_vault"
+# An engine nobody attached (a script's own engine on the same database) still finds the
+# newest vault of its database (one per database URL).
 _by_url: dict[str, Vault] = {}
 _registry_lock = threading.Lock()
 
@@ -133,14 +136,14 @@ def _url(engine: Engine) -> str:
 def attach(engine: Engine, vault: Vault) -> Vault:
     """Make ``vault`` the one store functions use on ``engine`` (and its database)."""
     with _registry_lock:
-        _by_engine[engine] = vault
+        setattr(engine, _VAULT, vault)
         _by_url[_url(engine)] = vault
     return vault
 
 
 def vault_for(engine: Engine, settings: Settings) -> Vault:
     """The vault attached to ``engine``, attaching one built from ``settings`` if none is."""
-    found = _by_engine.get(engine)
+    found: Vault | None = getattr(engine, _VAULT, None)
     return found if found is not None else attach(engine, Vault(settings, engine=engine))
 
 
@@ -154,7 +157,8 @@ def keyed_engine(settings: Settings) -> Engine:
 
 
 def vault_of(engine: Engine) -> Vault | None:
-    return _by_engine.get(engine) or _by_url.get(_url(engine))
+    found: Vault | None = getattr(engine, _VAULT, None)
+    return found or _by_url.get(_url(engine))
 
 
 def open_contents(

@@ -184,20 +184,16 @@ def delete_rest(connection: Connection, keys: SessionKeys, cleared: Cleared, *, 
         ).rowcount
         cleared.add("summaries", gone)
     if STATE in what:
-        gone = connection.execute(
-            delete(state_history).where(
-                of_session(state_history, keys.tenant, keys.session_id)
-                & (state_history.c.version <= cleared.state_floor)
-            )
-        ).rowcount
-        cleared.add("state_history", gone)
-        gone = connection.execute(
-            delete(agent_results).where(
-                of_session(agent_results, keys.tenant, keys.session_id)
-                & (agent_results.c.position <= cleared.results_floor)
-            )
-        ).rowcount
-        cleared.add("agent_results", gone)
+        for name, table, column, floor in (
+            ("state_history", state_history, state_history.c.version, cleared.state_floor),
+            ("agent_results", agent_results, agent_results.c.position, cleared.results_floor),
+        ):
+            gone = connection.execute(
+                delete(table).where(
+                    of_session(table, keys.tenant, keys.session_id) & (column <= floor)
+                )
+            ).rowcount
+            cleared.add(name, gone)
 
 
 class SessionClearer:

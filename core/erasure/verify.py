@@ -92,6 +92,15 @@ def verify_subject(
     return result
 
 
+# (store, table, its column, the floor it is compared with): rows at or below are residue.
+_BELOW_FLOORS = (
+    ("messages", messages, messages.c.seq, "seq"),
+    ("summaries", summaries, summaries.c.from_seq, "seq"),
+    ("state_history", state_history, state_history.c.version, "state"),
+    ("agent_results", agent_results, agent_results.c.position, "results"),
+)
+
+
 def _durable(engine: Engine, erased: Erased, result: Verification) -> None:
     with translate_errors(), engine.connect() as connection:
 
@@ -99,41 +108,16 @@ def _durable(engine: Engine, erased: Erased, result: Verification) -> None:
             return int(connection.execute(query).scalar_one())
 
         for (tenant, session_id), floors in erased.sessions.items():
-            result.add(
-                "messages",
-                count(
-                    select(func.count()).where(
-                        of_session(messages, tenant, session_id) & (messages.c.seq <= floors.seq)
-                    )
-                ),
-            )
-            result.add(
-                "summaries",
-                count(
-                    select(func.count()).where(
-                        of_session(summaries, tenant, session_id)
-                        & (summaries.c.from_seq <= floors.seq)
-                    )
-                ),
-            )
-            result.add(
-                "state_history",
-                count(
-                    select(func.count()).where(
-                        of_session(state_history, tenant, session_id)
-                        & (state_history.c.version <= floors.state)
-                    )
-                ),
-            )
-            result.add(
-                "agent_results",
-                count(
-                    select(func.count()).where(
-                        of_session(agent_results, tenant, session_id)
-                        & (agent_results.c.position <= floors.results)
-                    )
-                ),
-            )
+            for store, table, column, floor in _BELOW_FLOORS:
+                result.add(
+                    store,
+                    count(
+                        select(func.count()).where(
+                            of_session(table, tenant, session_id)
+                            & (column <= getattr(floors, floor))
+                        )
+                    ),
+                )
             result.add(
                 "sessions",
                 count(

@@ -238,7 +238,7 @@ class Appender:
                     keys.summary_pending,
                     *keys.shared_by_append(),
                     index,
-                    self._keys.tenant_sessions(keys.shard, keys.tenant),
+                    keys.tenant_index,
                 ],
                 args=args,
             )

@@ -40,10 +40,20 @@ class SessionKeys:
     pressure: str = ""
     tenant: str = ""
     session_id: str = ""
+    # Shard set of the tenant's sessions (erase_tenant's index; append.lua adds to it when a
+    # session starts or is restored).
+    tenant_index: str = ""
 
     def all(self) -> list[str]:
-        """Every key a script of this session may touch (one slot)."""
-        return [*self.own(), self.wal, self.summary_pending, *self.shared_by_append()]
+        """Every key a script of this session may touch (one slot), except the subject's
+        index (``Keys.subject_sessions``), which depends on the subject."""
+        return [
+            *self.own(),
+            self.wal,
+            self.summary_pending,
+            *self.shared_by_append(),
+            self.tenant_index,
+        ]
 
     def shared_by_append(self) -> list[str]:
         """The shard-wide keys append.lua reads besides the session's own and the WAL."""
@@ -165,6 +175,7 @@ class Keys:
             pressure=self.pressure(shard),
             tenant=tenant,
             session_id=session_id,
+            tenant_index=self.tenant_sessions(shard, tenant),
         )
 
     def state(self, tenant: str, session_id: str) -> StateKeys:
