@@ -15,9 +15,11 @@ import sqlalchemy as sa
 
 from config.settings import Settings
 from core.client import MemoryClient
+from core.crypto.vault import vault_for
 from core.errors import TransientError
 from core.store.db import make_engine
 from tests.chaos.load import wait_until_durable
+from tests.helpers.memories import rows as memory_rows
 from worker import processes
 
 THREADS = 4
@@ -83,13 +85,14 @@ def test_sigkilled_workers_lose_and_double_no_memory(
     assert len(written) == THREADS * PER_THREAD
 
     engine = make_engine(pg_database)
+    vault_for(engine, client.settings)  # content is sealed: open it with the workers' keys
     with engine.connect() as connection:
-        rows = connection.execute(
-            sa.text("SELECT memory_id, subject_id, content FROM memories")
-        ).all()
+        ids = list(connection.execute(sa.text("SELECT memory_id FROM memories")).scalars())
+    stored = {
+        memory_id: (row["subject_id"], row["content"])
+        for memory_id, row in memory_rows(engine).items()
+    }
     engine.dispose()
-    ids = [row.memory_id for row in rows]
-    stored = {row.memory_id: (row.subject_id, row.content) for row in rows}
     lost = set(written) - set(stored)
     assert len(ids) == len(set(ids))  # the primary key, but said out loud: no duplicates
     assert lost == set()
