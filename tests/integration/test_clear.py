@@ -139,3 +139,39 @@ def test_delete_message_drops_the_summaries_that_covered_it(
         left = connection.execute(sa.text("SELECT covers_through_seq FROM summaries")).scalars()
         assert list(left) == [2]
     engine.dispose()
+
+
+def test_a_summary_in_flight_over_a_cleared_history_is_refused(
+    client: MemoryClient, drainer: Drainer, pg_database: str
+) -> None:
+    """What a summarize call inside its LLM call would save after clear_summaries (it
+    continues a summary that is gone) or clear_session (it folded cleared messages)."""
+    from datetime import UTC, datetime
+
+    import pytest
+
+    from core.errors import ClearedError
+    from core.summaries.store import SummaryRecord, save_summary
+
+    for i in range(6):
+        client.append("s", "user", f"m{i}")
+    drainer.flush(timeout_s=10)
+
+    def record(start: int, through: int) -> SummaryRecord:
+        return SummaryRecord(
+            "default", "s", through, start, f"{start}..{through}", 3, 10, "test", datetime.now(UTC)
+        )
+
+    save_summary(client.engine, record(1, 2), usage="never")  # a first summary is fine
+    client.clear_summaries("s")
+    with pytest.raises(ClearedError, match="through seq 2 was removed"):
+        save_summary(client.engine, record(3, 4), usage="never")
+    client.clear_session("s")
+    with pytest.raises(ClearedError, match="cleared through seq 6"):
+        save_summary(client.engine, record(1, 6), usage="never")
+    engine = make_engine(pg_database)
+    with engine.connect() as connection:
+        assert connection.execute(sa.text("SELECT count(*) FROM summaries")).scalar() == 0
+    engine.dispose()
+    client.append("s", "user", "new")
+    save_summary(client.engine, record(7, 7), usage="never")  # continues the floor: fine

@@ -85,9 +85,10 @@ def buffered_seqs(client: MemoryClient) -> list[int]:
 
 
 def test_a_page_inside_the_buffer_never_touches_the_store(
-    make_settings: SettingsFactory, redis_client: redis.Redis
+    make_settings: SettingsFactory, redis_client: redis.Redis, pg_database: str
 ) -> None:
     """All in Redis and in the buffer: pages come from Redis alone (no engine is even made)."""
+    # pg_database: an empty store, so the first (cold) append starts the session at seq 1.
     settings = make_settings(buffer_max_messages=100)
     fill(MemoryClient(redis=redis_client, settings=settings), 0, 23)
     client = MemoryClient(redis=redis_client, settings=settings)  # the first append read the store
