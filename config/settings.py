@@ -359,6 +359,13 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def tenant_budget_per_shard(self) -> int:
+        """A tenant's quota of not-yet-durable bytes as each shard enforces it (sessions spread
+        evenly over shards; rounded up); 0: no quota."""
+        budget = self.tenant_backlog_budget_bytes
+        return -(-budget // self.shards) if budget else 0
+
+    @property
     def worker_stall_after_s(self) -> float:
         """How long without a completed flush (or a beat tick) counts as stalled."""
         return self.worker_stall_intervals * self.flush_interval_s + self.flush_budget_s

@@ -71,9 +71,7 @@ class Appender:
         self._tokens = tokens
         self._retention = RetentionPolicy.of(settings)
         self._pending_ms = int(settings.summary_pending_timeout_s * 1000)
-        # The tenant quota is enforced per shard (sessions spread evenly over shards).
-        budget = settings.tenant_backlog_budget_bytes
-        self._tenant_budget = -(-budget // settings.shards) if budget else 0
+        self._tenant_budget = settings.tenant_budget_per_shard
 
     def prepare(
         self,

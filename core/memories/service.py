@@ -68,8 +68,7 @@ class Memories:
         self._embed_query = embed_query
         if embed_query is None and settings.embeddings != "none":
             self._embed_query = LazyQueryEmbedder(settings)
-        budget = settings.tenant_backlog_budget_bytes
-        self._tenant_budget = -(-budget // settings.shards) if budget else 0
+        self._tenant_budget = settings.tenant_budget_per_shard
         self._retention = RetentionPolicy.of(settings)
 
     def _cache_ttl_s(self, tenant: str) -> int:

@@ -47,8 +47,7 @@ class Results:
         self.settings = settings
         self.engine = engine
         self.breaker = breaker
-        budget = settings.tenant_backlog_budget_bytes
-        self._tenant_budget = -(-budget // settings.shards) if budget else 0
+        self._tenant_budget = settings.tenant_budget_per_shard
         self._retention = RetentionPolicy.of(settings)
 
     def _ttl_s(self, tenant: str) -> int:

@@ -131,8 +131,7 @@ class StateStore:
         self._ttls = kind_ttls(settings)
         self._retention = RetentionPolicy.of(settings)
         self._locks = [threading.Lock() for _ in range(LOCK_STRIPES)]
-        budget = settings.tenant_backlog_budget_bytes
-        self._tenant_budget = -(-budget // settings.shards) if budget else 0
+        self._tenant_budget = settings.tenant_budget_per_shard
 
     # --- reads --------------------------------------------------------------------------------
 
