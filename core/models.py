@@ -307,5 +307,10 @@ def new_message_id() -> str:
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
+def as_utc(value: datetime) -> datetime:
+    """A stored time as an aware UTC datetime (SQLite hands back naive ones, stored as UTC)."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
 def micros_to_datetime(micros: int) -> datetime:
     return datetime.fromtimestamp(micros / 1_000_000, tz=UTC)

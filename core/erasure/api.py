@@ -38,12 +38,7 @@ class ErasureAPI:
     def _clear(self, session_id: str, tenant: str, what: str) -> Cleared:
         validate_id("tenant", tenant)
         validate_id("session_id", session_id)
-        clearer = SessionClearer(
-            scripts=self.scripts,
-            engine=self.engine,
-            keys=self.keys,
-            ttl_s=self.settings.session_ttl_s,
-        )
+        clearer = SessionClearer(scripts=self.scripts, engine=self.engine, settings=self.settings)
         return clearer.clear(tenant, session_id, what=what)
 
     def clear_session(self, session_id: str, *, tenant: str = "default") -> Cleared:
@@ -140,9 +135,7 @@ class ErasureAPI:
         if dropped is None:
             return False
         if dropped.summaries and self._enqueue is not None:
-            found = messages.locate_session(self.engine, message_id)
-            if found is not None:
-                self.request_summary(found, tenant=tenant)  # type: ignore[attr-defined]
+            self.request_summary(dropped.session_id, tenant=tenant)  # type: ignore[attr-defined]
         return True
 
     def export_subject(self, subject_id: str, *, tenant: str = "default") -> Iterator[str]:

@@ -53,10 +53,6 @@ def _default(value: Any) -> Any:
     raise TypeError(f"not JSON: {type(value).__name__}")
 
 
-def _message(message: Message) -> dict[str, Any]:
-    return asdict(message)
-
-
 def _messages(client: Exportable, tenant: str, session_id: str) -> Iterator[str]:
     """The session's messages oldest first, paged backwards and emitted in order per page."""
     pages: list[list[Message]] = []
@@ -70,7 +66,7 @@ def _messages(client: Exportable, tenant: str, session_id: str) -> Iterator[str]
     first = True
     for page_messages in reversed(pages):
         for message in page_messages:
-            yield ("" if first else ",") + _json(_message(message))
+            yield ("" if first else ",") + _json(asdict(message))
             first = False
 
 

@@ -18,15 +18,7 @@ from config.settings import Settings
 from core.erasure import receipts, scrub
 from core.erasure.receipts import COMPLETED, DONE, ERASING, TENANT, Receipt
 from core.erasure.scrub import Erased, Floors
-from core.erasure.sessions import (
-    EVERYTHING,
-    MESSAGES,
-    SUMMARIES,
-    Cleared,
-    clear_in_redis,
-    delete_messages,
-    delete_rest,
-)
+from core.erasure.sessions import EVERYTHING, Cleared, SessionClearer
 from core.errors import PermanentError
 from core.store.db import llm_usage, memory_tombstones, sessions
 from core.store.db_errors import translate_errors
@@ -66,15 +58,14 @@ def erased_by(engine: Engine, receipt_ids: list[str]) -> Erased:
 
 
 class ErasureJob:
-    def __init__(
-        self, *, redis: redis.Redis, engine: Engine, settings: Settings, batch_rows: int = 10_000
-    ) -> None:
+    def __init__(self, *, redis: redis.Redis, engine: Engine, settings: Settings) -> None:
         self._redis = redis
         self._engine = engine
         self._settings = settings
         self._keys = Keys.of(settings)
-        self._scripts = Scripts.register(redis)
-        self._batch_rows = batch_rows
+        self._clearer = SessionClearer(
+            scripts=Scripts.register(redis), engine=engine, settings=settings
+        )
 
     def run(self, receipt_id: str) -> Receipt:
         receipt = receipts.load(self._engine, receipt_id)
@@ -120,28 +111,8 @@ class ErasureJob:
         return found
 
     def _empty_session(self, tenant: str, session_id: str, floors: Floors) -> dict[str, int]:
-        keys = self._keys.session(tenant, session_id)
         cleared = Cleared(floors.seq, floors.state, floors.results)
-        with translate_errors(), self._engine.begin() as connection:
-            delete_rest(connection, keys, cleared, what=EVERYTHING)
-        while True:
-            with translate_errors(), self._engine.begin() as connection:
-                if delete_messages(connection, keys, cleared, limit=self._batch_rows) < (
-                    self._batch_rows
-                ):
-                    break
-        # A re-warm from the store that read it before the floors (a session Redis had
-        # forgotten) is trimmed again.
-        again = clear_in_redis(
-            self._scripts,
-            keys,
-            self._keys.state(tenant, session_id),
-            what=MESSAGES + SUMMARIES,
-            floor=floors.seq,
-            ttl_s=self._settings.session_ttl_s,
-        )
-        cleared.add("redis_buffer", again.removed)
-        return cleared.counts
+        return self._clearer.empty(tenant, session_id, cleared, what=EVERYTHING).counts
 
     def _tenant_wide(self, tenant: str) -> dict[str, int]:
         """What a tenant holds beyond its sessions and subjects: usage rows, budgets, the
@@ -160,8 +131,6 @@ class ErasureJob:
 
     def _rewrite_aof(self) -> str:
         """Redis keeps deleted values in its append-only file until it is rewritten."""
-        if not getattr(self._settings, "erasure_rewrite_aof", True):
-            return "disabled"
         try:
             enabled = self._redis.config_get("appendonly").get("appendonly") == "yes"
         except redis.ResponseError:

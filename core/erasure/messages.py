@@ -73,6 +73,7 @@ def _shards(keys: Keys, tenant: str, session_id: str | None) -> list[int]:
 
 @dataclass(frozen=True, slots=True)
 class Dropped:
+    session_id: str
     summaries: int
     unsummarized_again: int
     left_cov: int
@@ -128,6 +129,7 @@ def _tombstone(
         select(func.count()).where(of_session(summaries, keys.tenant, keys.session_id))
     ).scalar_one()
     return Dropped(
+        session_id=keys.session_id,
         summaries=int(count),
         # The message itself is gone: it is not unsummarized again.
         unsummarized_again=max(0, int(folded) - found.tokens) if count else 0,
@@ -181,14 +183,3 @@ def delete_message(
         # Its WAL entry (drained or not) and any dead letter of it hold the content.
         scrub.scrub(client, keys, Erased(message_ids={message_id}), delete=True)
     return dropped
-
-
-def locate_session(engine: Engine, message_id: str) -> str | None:
-    """The session of a deleted message (from its tombstone)."""
-    with translate_errors(), engine.connect() as connection:
-        found = connection.execute(
-            select(message_tombstones.c.session_id).where(
-                message_tombstones.c.message_id == message_id
-            )
-        ).scalar()
-    return None if found is None else str(found)

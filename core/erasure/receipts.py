@@ -17,6 +17,7 @@ from sqlalchemy import Engine, select, update
 
 from core.crypto import subject_ref as subject_ref  # re-exported: the receipts' name
 from core.errors import ValidationError
+from core.models import as_utc
 from core.store.db import erasure_receipts, insert_for
 from core.store.db_errors import translate_errors
 
@@ -63,10 +64,7 @@ class Receipt:
 
 
 def _aware(value: datetime | None) -> datetime | None:
-    # SQLite hands back naive datetimes (stored as UTC).
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
+    return None if value is None else as_utc(value)
 
 
 def _receipt(row: Any) -> Receipt:

@@ -25,7 +25,7 @@ from config.settings import Settings
 from core.cache.multilevel import Cache
 from core.erasure import receipts
 from core.erasure.receipts import QUEUED, SUBJECT, TENANT, Receipt
-from core.erasure.sessions import EVERYTHING, clear_in_redis, raise_floors
+from core.erasure.sessions import EVERYTHING, SessionClearer
 from core.memories.wal import subject_lock_key
 from core.models import validate_id
 from core.store.db import insert_for, memories, memory_lineage, memory_tombstones, sessions
@@ -127,13 +127,10 @@ class ErasureRequests:
 
     def _bar_session(self, tenant: str, session_id: str, receipt_id: str) -> None:
         """Redis cleared and the store's floors raised for one session."""
-        keys = self._keys.session(tenant, session_id)
-        state = self._keys.state(tenant, session_id)
-        found = clear_in_redis(
-            self._scripts, keys, state, what=EVERYTHING, ttl_s=self._settings.session_ttl_s
+        clearer = SessionClearer(
+            scripts=self._scripts, engine=self._engine(), settings=self._settings
         )
-        with translate_errors(), self._engine().begin() as connection:
-            raise_floors(connection, keys, found, what=EVERYTHING, erased_by=receipt_id)
+        clearer.bar(tenant, session_id, what=EVERYTHING, erased_by=receipt_id)
 
     def _bar_memories(self, tenant: str, subject_id: str, receipt_id: str, ref: str) -> int:
         """Tombstone and delete the subject's memories in the store, then drop its view and

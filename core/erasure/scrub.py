@@ -86,12 +86,7 @@ def known_entries(client: redis.Redis, stream: str) -> Iterator[tuple[str, Known
 
 def find(client: redis.Redis, stream: str, erased: Erased) -> list[str]:
     """Ids of the entries of ``stream`` that hold erased data."""
-    found = []
-    for entry_id, raw in _entries(client, stream):
-        sorted_entry = sort_entry(raw)
-        if isinstance(sorted_entry, Known) and erased.matches(sorted_entry):
-            found.append(entry_id)
-    return found
+    return [entry_id for entry_id, known in known_entries(client, stream) if erased.matches(known)]
 
 
 def streams(keys: Keys) -> list[tuple[str, str]]:

@@ -24,6 +24,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, func, null, select
 
+from config.settings import Settings
+from core.retention.policy import RetentionPolicy
 from core.store.db import (
     agent_results,
     insert_for,
@@ -197,32 +199,39 @@ def delete_rest(connection: Connection, keys: SessionKeys, cleared: Cleared, *, 
 
 
 class SessionClearer:
-    """Runs the three steps for one session at a time (thread-safe; no state of its own)."""
+    """The three steps for one session at a time (thread-safe; no state of its own). ``bar``
+    makes the old data residue nothing can write again; ``empty`` deletes it."""
 
-    def __init__(self, *, scripts: Scripts, engine: Engine, keys: Keys, ttl_s: int) -> None:
+    def __init__(self, *, scripts: Scripts, engine: Engine, settings: Settings) -> None:
         self._scripts = scripts
         self._engine = engine
-        self._keys = keys
-        self._ttl_s = ttl_s
+        self._keys = Keys.of(settings)
+        self._ttl_s = settings.session_ttl_s
+        self._retention = RetentionPolicy.of(settings)
 
-    def clear(
-        self,
-        tenant: str,
-        session_id: str,
-        *,
-        what: str,
-        erased_by: str | None = None,
-        batch_rows: int = 10_000,
+    def clear(self, tenant: str, session_id: str, *, what: str) -> Cleared:
+        return self.empty(tenant, session_id, self.bar(tenant, session_id, what=what), what=what)
+
+    def bar(
+        self, tenant: str, session_id: str, *, what: str, erased_by: str | None = None
     ) -> Cleared:
+        """Steps 1 and 2's floors: Redis cleared, the floors durable. Returns the floors."""
         keys = self._keys.session(tenant, session_id)
         state = self._keys.state(tenant, session_id)
-        found = clear_in_redis(self._scripts, keys, state, what=what, ttl_s=self._ttl_s)
+        found = clear_in_redis(self._scripts, keys, state, what=what, ttl_s=self._ttl(tenant))
         with translate_errors(), self._engine.begin() as connection:
             cleared = raise_floors(connection, keys, found, what=what, erased_by=erased_by)
-            delete_rest(connection, keys, cleared, what=what)
         cleared.add("redis_buffer", found.removed)
-        # The floors are durable now: every message at or below them is residue that no
-        # writer can add to, so the deletes run in bounded transactions.
+        return cleared
+
+    def empty(
+        self, tenant: str, session_id: str, cleared: Cleared, *, what: str, batch_rows: int = 10_000
+    ) -> Cleared:
+        """Step 2's deletes (bounded transactions: once the floors are durable, every row at or
+        below them is residue no writer can add to) and step 3."""
+        keys = self._keys.session(tenant, session_id)
+        with translate_errors(), self._engine.begin() as connection:
+            delete_rest(connection, keys, cleared, what=what)
         if MESSAGES in what:
             while True:
                 with translate_errors(), self._engine.begin() as connection:
@@ -233,10 +242,13 @@ class SessionClearer:
         again = clear_in_redis(
             self._scripts,
             keys,
-            state,
+            self._keys.state(tenant, session_id),
             what=what.replace(STATE, ""),
             floor=cleared.seq_floor,
-            ttl_s=self._ttl_s,
+            ttl_s=self._ttl(tenant),
         )
         cleared.add("redis_buffer", again.removed)
         return cleared
+
+    def _ttl(self, tenant: str) -> int:
+        return self._retention.session_ttl_s(tenant, self._ttl_s)

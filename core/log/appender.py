@@ -195,9 +195,7 @@ class Appender:
     def session_ttl_s(self, tenant: str) -> int:
         """The Redis TTL of a session of ``tenant``: never longer than its messages and
         summaries are kept (computed in process, so the warm path stays one EVALSHA)."""
-        return self._retention.redis_ttl_s(
-            tenant, self._settings.session_ttl_s, "messages", "summaries"
-        )
+        return self._retention.session_ttl_s(tenant, self._settings.session_ttl_s)
 
     def _header(
         self, keys: SessionKeys, count: int, subject_id: str | None, now_ms: int

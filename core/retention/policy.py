@@ -110,6 +110,11 @@ class RetentionPolicy:
                 ttl_s = seconds
         return ttl_s
 
+    def session_ttl_s(self, tenant: str, ttl_s: int) -> int:
+        """The Redis TTL of a session of ``tenant`` (its buffer, summary, meta): ``ttl_s``
+        clamped to how long its messages and summaries are kept."""
+        return self.redis_ttl_s(tenant, ttl_s, "messages", "summaries")
+
     def shared_seconds(self, kind: str) -> int:
         """For data shared by tenants (the dead-letter streams): the shortest finite retention
         of any tenant, so no tenant's data outlives its policy (0: all keep forever)."""

@@ -20,7 +20,7 @@ from sqlalchemy import Connection, Engine, func, select
 from core.crypto.cipher import message_aad, summary_aad
 from core.crypto.vault import open_contents, sealing
 from core.errors import PermanentError
-from core.models import Message
+from core.models import Message, as_utc
 from core.retention.policy import NO_RETENTION, RetentionPolicy
 from core.store.db import insert_for, llm_usage, messages, of_session, sessions, summaries
 from core.store.db_errors import translate_errors
@@ -61,11 +61,6 @@ class DurableContext:
     settings: dict[str, str] = field(default_factory=dict)
 
 
-def _aware(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes; everything memscribe stores is UTC.
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def _records(engine: Engine, rows: Sequence[Any]) -> list[SummaryRecord]:
     """Stored summaries as records, opened; one whose data key is destroyed reads as gone."""
     texts = open_contents(
@@ -104,7 +99,7 @@ def _record(row: Any, text: str) -> SummaryRecord:
         tokens=row.tokens,
         folded_tokens=row.folded_tokens,
         model=row.model,
-        created_at=_aware(row.created_at),
+        created_at=as_utc(row.created_at),
         prompt_tokens=row.prompt_tokens,
         completion_tokens=row.completion_tokens,
     )
@@ -117,7 +112,7 @@ def _message(row: Any, content: str) -> Message:
         role=row.role,
         content=content,
         tokens=row.tokens,
-        created_at=_aware(row.created_at),
+        created_at=as_utc(row.created_at),
         metadata=row.metadata,
     )
 
