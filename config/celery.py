@@ -50,6 +50,18 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "schedule": settings.purge_interval_s,
             "options": {"queue": "maintenance", "expires": settings.purge_interval_s},
         },
+        # Backups (core/backups): one per interval however many beats run (a slot claim in
+        # Redis), each under a lease; prune keeps the newest full backups.
+        "maintenance-backup": {
+            "task": "maintenance.backup",
+            "schedule": settings.backup_interval_s,
+            "options": {"queue": "maintenance", "expires": settings.backup_interval_s},
+        },
+        "maintenance-prune-backups": {
+            "task": "maintenance.prune_backups",
+            "schedule": settings.backup_prune_interval_s,
+            "options": {"queue": "maintenance", "expires": settings.backup_prune_interval_s},
+        },
         # Summaries deferred by a spent daily token budget are re-enqueued once it resets.
         "llm-resume-deferred": {
             "task": "llm.resume_deferred",

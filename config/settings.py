@@ -285,6 +285,32 @@ class Settings(BaseSettings):
     keystore_url: str = ""
     dev_secrets_path: str = "./var/dev-secrets.json"
 
+    # --- backups (core/backups; docs/backups.md) ----------------------------------------------
+    # Where backups go: file://path (relative to the working directory, or file:///absolute)
+    # or s3://bucket/prefix (boto3; AWS credentials from the usual variables; a MinIO or other
+    # S3-compatible server through s3_endpoint_url).
+    backup_url: str = "file://./var/backups"
+    s3_endpoint_url: str = ""
+    # Multipart part size for S3 (its minimum is 5 MiB), and the write buffer for files.
+    backup_part_size_bytes: int = Field(default=8 * 1024 * 1024, ge=64 * 1024, le=1 << 30)
+    # maintenance.backup on beat: one backup per interval (a daily one by default); every
+    # backup_full_every-th one is full, the others incremental on the newest one.
+    backup_interval_s: float = Field(default=24 * 3600.0, ge=1.0)
+    backup_full_every: int = Field(default=7, ge=1, le=1000)
+    # maintenance.prune_backups keeps the newest backup_keep_full full backups (and the
+    # incrementals on them), never the newest one that verifies.
+    backup_keep_full: int = Field(default=4, ge=1, le=10_000)
+    backup_prune_interval_s: float = Field(default=3600.0, ge=1.0)
+    # Rows per read batch (and per encrypted frame group) while streaming a snapshot.
+    backup_batch_rows: int = Field(default=5_000, ge=100, le=200_000)
+    # A backup's lease, renewed after every batch: a killed run's lease expires in this.
+    backup_lease_s: float = Field(default=120.0, ge=2.0, le=3600.0)
+    # Every backup also writes a key-store export (the wrapped data keys, under the KEK), for a
+    # disaster that takes the key store too. Kept this long only: a subject erased since an
+    # export stays recoverable from it until it is pruned (docs/backups.md).
+    backup_export_keys: bool = True
+    keystore_export_retention_s: int = Field(default=7 * 24 * 3600, ge=60)
+
     @model_validator(mode="after")
     def _derive_broker(self) -> Settings:
         if self.redis_cluster:

@@ -9,6 +9,7 @@ from config.celery import celery_config
 from config.settings import get_settings
 
 app = Celery(
-    "memscribe", include=["tasks.persist", "tasks.llm", "tasks.retention", "tasks.erasure"]
+    "memscribe",
+    include=["tasks.persist", "tasks.llm", "tasks.retention", "tasks.erasure", "tasks.backups"],
 )
 app.config_from_object(celery_config(get_settings()))

@@ -50,6 +50,13 @@ def _wrap_aad(key_id: str, tenant: str, ref: str) -> bytes:
     return f"{key_id}/{tenant}/{ref}".encode()
 
 
+def unwrap_row(secrets: KeySecrets, row: Any) -> DataKey:
+    """The data key of a live ``subject_keys`` row (attribute access: a Row or a namespace)."""
+    key_id, tenant, ref = row.key_id, row.tenant, row.subject_ref
+    key = unwrap(secrets.kek_by_id(row.kek_id), row.wrapped_key, _wrap_aad(key_id, tenant, ref))
+    return DataKey(key_id=key_id, tenant=tenant, subject_ref=ref, key=key)
+
+
 class KeyStore:
     """Data keys in ``subject_keys`` (its own database or the content one)."""
 
@@ -186,11 +193,7 @@ class KeyStore:
         return {(row.tenant, row.subject_ref): self._unwrap(row) for row in rows}
 
     def _unwrap(self, row: Any) -> DataKey:
-        key_id, tenant, ref = row.key_id, row.tenant, row.subject_ref
-        key = unwrap(
-            self.secrets.kek_by_id(row.kek_id), row.wrapped_key, _wrap_aad(key_id, tenant, ref)
-        )
-        return DataKey(key_id=key_id, tenant=tenant, subject_ref=ref, key=key)
+        return unwrap_row(self.secrets, row)
 
     @contextmanager
     def hold(self) -> Iterator[KeyHold]:

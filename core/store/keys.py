@@ -307,6 +307,23 @@ class Keys:
         """String: the lease of maintenance.purge_expired (one run at a time)."""
         return f"{self.prefix}:purge:lease"
 
+    def backup_lease(self) -> str:
+        """String: the lease of a backup run (maintenance.backup or `memscribe backup run`)."""
+        return f"{self.prefix}:backups:lease"
+
+    def backup_slot(self, slot: int) -> str:
+        """String: claimed by the first maintenance.backup of a schedule slot (one per slot,
+        however many beats sent it)."""
+        return f"{self.prefix}:backups:slot:{slot}"
+
+    def prune_lease(self) -> str:
+        """String: the lease of maintenance.prune_backups."""
+        return f"{self.prefix}:backups:prune:lease"
+
+    def backup_last(self) -> str:
+        """Hash: the newest completed backup (id, kind, completed_at, rows) for health."""
+        return f"{self.prefix}:backups:last"
+
     def task_dead_letters(self) -> str:
         return f"{self.prefix}:dead:tasks"
 

@@ -28,6 +28,8 @@ ALLOWED = {
     "log": {"sessions", "memories", "state", "store", "crypto", "retention"},
     "cache": {"store"},
     "state": {"cache", "store", "crypto", "retention"},
+    # Backups read and write the durable tables as stored, sealed under the subjects' keys.
+    "backups": {"store", "crypto"},
     # Erasure reaches every store and every kind of data.
     "erasure": {
         "log",
