@@ -24,7 +24,7 @@ from core.client import MemoryClient
 from core.store.db import messages, migrate, summaries
 from core.store.tokens import token_counter
 from core.summaries.status import summarization_status
-from worker import demo_erasure, demo_memories, demo_state, processes
+from worker import demo_backup, demo_erasure, demo_memories, demo_state, processes
 
 console = Console()
 DEMO_TRIGGER_TOKENS = 250
@@ -197,8 +197,10 @@ def _drive(settings: Settings, *, sessions: int, total: int, appenders: int) -> 
     memories_ok = demo_memories.run(client, console, tenant=tenant, subjects=users)
     state_ok = demo_state.run(client, console, tenant=tenant, session_ids=session_ids[:5])
     erasure_ok = demo_erasure.run(client, console, tenant=tenant)
+    backup_ok = demo_backup.run(client, console, settings)
     client.close()
     ok = durable == total and distinct == total and memories_ok and state_ok and erasure_ok
+    ok = ok and backup_ok
     console.print(
         "[green]every appended message is durable, once[/green]"
         if ok

@@ -12,6 +12,7 @@ from bench.section import Section
 from bench.sections import (
     append_cold,
     append_latency,
+    backup,
     cache,
     durable_throughput,
     encryption,
@@ -48,5 +49,7 @@ SECTIONS: list[Section] = [
     purge.SECTION,
     # What sealing content costs the drain (core/crypto).
     encryption.SECTION,
-    # Later issues: erasure.SECTION, backups.SECTION
+    # Backups (core/backups): 1M rows backed up and restored, beside pg_dump and psql.
+    backup.SECTION,
+    # Later issues: erasure.SECTION
 ]

@@ -21,7 +21,7 @@ import time
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, select
@@ -33,7 +33,7 @@ from core.backups.index import IndexBuilder, RowHasher, RowIndex
 from core.backups.keys import BACKUP_KEY, SubjectFrameKeys, new_wrapped_key, unwrap_key
 from core.backups.manifest import FULL, INCREMENTAL, Manifest, ObjectEntry, TableEntry
 from core.backups.reading import memscribe_version, read_index
-from core.backups.snapshot import Snapshot, snapshot
+from core.backups.snapshot import RECENT, Snapshot, snapshot
 from core.backups.tables import RECORDS, SPECS, TableSpec, encode_key, encode_row
 from core.backups.target import Target
 from core.crypto.keystore import KeyStore
@@ -44,8 +44,6 @@ log = logging.getLogger(__name__)
 # Rows of a tenant that belong to no subject are sealed under the tenant's own data key (this
 # pseudo-subject, which no valid subject id can be): erase_tenant destroys it with the rest.
 TENANT_SUBJECT = "*tenant"
-# Clock skew allowed between the app that wrote a receipt and the database's snapshot time.
-_SKEW = timedelta(seconds=5)
 
 Progress = Callable[[str, int], None]
 
@@ -118,7 +116,7 @@ class BackupWriter:
                 ).run()
                 tables[spec.name] = out.entry
                 objects.extend(out.objects)
-            self._check_erasures(snap.taken_at, frame_keys)
+            self._check_erasures(snap, frame_keys)
             result = Manifest(
                 id=backup_id,
                 kind=kind,
@@ -147,18 +145,23 @@ class BackupWriter:
         )
         return result
 
-    def _check_erasures(self, taken_at: datetime, frame_keys: SubjectFrameKeys) -> None:
+    def _check_erasures(self, snap: Snapshot, frame_keys: SubjectFrameKeys) -> None:
         """An erasure that began during the backup may have destroyed a subject's key after
         this run read its rows and before it asked for the key, so they would be sealed under a
-        new key: refuse the backup rather than keep a readable copy of an erased subject."""
+        new key: refuse the backup rather than keep a readable copy of an erased subject.
+        (Erasures the snapshot saw pending were left out; finished ones left nothing behind.)"""
         with self.engine.connect() as connection:
             recent = connection.execute(
-                select(erasure_receipts.c.tenant, erasure_receipts.c.subject_ref).where(
-                    erasure_receipts.c.requested_at >= taken_at - _SKEW
-                )
+                select(
+                    erasure_receipts.c.receipt_id,
+                    erasure_receipts.c.tenant,
+                    erasure_receipts.c.subject_ref,
+                ).where(erasure_receipts.c.requested_at >= snap.taken_at - RECENT)
             ).all()
         tenants = {tenant for tenant, _ in frame_keys.refs}
         for row in recent:
+            if row.receipt_id in snap.seen_receipts:
+                continue
             hit = (
                 (row.tenant, row.subject_ref) in frame_keys.refs
                 if row.subject_ref

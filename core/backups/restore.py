@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, func, inspect, select
 
 from core.backups.catalog import load_catalog
 from core.backups.frames import Frame, FrameError, frame_records, open_frame
@@ -102,10 +102,12 @@ class Restorer:
         chain = load_catalog(self.target).chain(backup_id)
         self._check_objects(chain)
         newest = chain[-1]
-        migrate(into, newest.alembic_revision)
         engine = make_engine(into)
         report = RestoreReport(backup_id=backup_id, chain=[m.id for m in chain])
         try:
+            with translate_errors(), engine.connect() as connection:
+                self._check_empty(connection, None)  # before the migration changes anything
+            migrate(into, newest.alembic_revision)
             with translate_errors(), engine.begin() as connection:
                 self._check_empty(connection, newest.alembic_revision)
                 used: set[str] = set()
@@ -139,15 +141,22 @@ class Restorer:
                         f"{entry.size}; nothing was restored"
                     )
 
-    def _check_empty(self, connection: Connection, revision: str) -> None:
-        current = connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
-        if current != revision:
-            raise ValidationError(
-                "into",
-                f"the database is at revision {current}, the backup needs {revision}: restore "
-                "into an empty database (it is migrated to the backup's revision first)",
-            )
+    def _check_empty(self, connection: Connection, revision: str | None) -> None:
+        """Every table memscribe has there is empty; after the migration (``revision``), the
+        database is at the backup's revision."""
+        present = set(inspect(connection).get_table_names())
+        if revision is not None:
+            current = connection.exec_driver_sql("SELECT version_num FROM alembic_version")
+            found = current.scalar()
+            if found != revision:
+                raise ValidationError(
+                    "into",
+                    f"the database is at revision {found}, the backup needs {revision}: "
+                    "restore into an empty database (it is migrated to the backup's revision)",
+                )
         for table in [spec.table for spec in SPECS] + [subject_keys]:
+            if table.name not in present:
+                continue
             rows = connection.execute(select(func.count()).select_from(table)).scalar_one()
             if rows:
                 raise ValidationError(

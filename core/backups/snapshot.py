@@ -11,13 +11,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, select, text
 
 from core.store.db import erasure_receipts
 from core.store.db_errors import translate_errors
+
+# Receipts are written (requested_at) moments before they commit; this covers any clock skew.
+RECENT = timedelta(minutes=10)
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,9 @@ class Snapshot:
     # Erasures under way when the snapshot was taken: their rows are left out.
     erasing_subjects: frozenset[tuple[str, str]]  # (tenant, subject_ref)
     erasing_tenants: frozenset[str]
+    # Receipts of the last RECENT that the snapshot sees: one that appears later began during
+    # the backup (BackupWriter checks).
+    seen_receipts: frozenset[str]
 
     def stream(self, statement: Any, *, batch_rows: int) -> Any:
         options = self.connection.execution_options(stream_results=True, yield_per=batch_rows)
@@ -48,6 +54,13 @@ def snapshot(engine: Engine) -> Iterator[Snapshot]:
             connection.exec_driver_sql("BEGIN")
             taken_at = datetime.now(UTC)
         revision = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        aware = taken_at if taken_at.tzinfo else taken_at.replace(tzinfo=UTC)
+        seen = connection.execute(
+            select(erasure_receipts.c.receipt_id).where(
+                erasure_receipts.c.requested_at >= aware - RECENT
+            )
+        ).scalars()
+        seen_receipts = frozenset(seen)
         pending = connection.execute(
             select(
                 erasure_receipts.c.scope, erasure_receipts.c.tenant, erasure_receipts.c.subject_ref
@@ -56,13 +69,14 @@ def snapshot(engine: Engine) -> Iterator[Snapshot]:
         try:
             yield Snapshot(
                 connection=connection,
-                taken_at=taken_at if taken_at.tzinfo else taken_at.replace(tzinfo=UTC),
+                taken_at=aware,
                 alembic_revision=str(revision or ""),
                 dialect=connection.dialect.name,
                 erasing_subjects=frozenset(
                     (row.tenant, row.subject_ref) for row in pending if row.subject_ref
                 ),
                 erasing_tenants=frozenset(row.tenant for row in pending if not row.subject_ref),
+                seen_receipts=seen_receipts,
             )
         finally:
             if postgres:

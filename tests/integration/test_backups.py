@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -24,16 +25,18 @@ from core.backups import (
     verify,
 )
 from core.backups.frames import FrameError, FrameStream, open_frame
+from core.backups.keyexport import ExportedKeys, list_exports, prune_exports
 from core.backups.keys import unwrap_key
 from core.backups.manifest import ROWS
 from core.backups.target import target_from_settings
 from core.client import MemoryClient
 from core.crypto.keystore import KeyStore
+from core.crypto.secrets import load_secrets
 from core.erasure.job import ErasureJob
 from core.log.drainer import Drainer
 from core.store.db import make_engine, messages, sessions
 from tests.conftest import both_backends
-from tests.helpers.backup_data import differences, seed, table_rows
+from tests.helpers.backup_data import METADATA, differences, seed, table_rows
 
 
 @pytest.fixture
@@ -293,3 +296,84 @@ def test_overlapping_scheduled_runs_make_one_backup_per_slot(
     assert sum(report.ran for report in results) == 1
     assert len(load_catalog(open_target(settings.backup_url)).manifests) == 1
     assert all("slot" in r.reason or "lease" in r.reason for r in results if not r.ran)
+
+
+def test_the_restored_database_works_on_its_own(
+    client: MemoryClient,
+    drainer: Drainer,
+    fresh_url: Callable[[str], str],
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Pointed at the restored database (its own key store) with an empty Redis, context()
+    reads the sealed messages back, and Redis re-warms."""
+    made = seed(client, drainer)
+    backup = _backup(client)
+    url = fresh_url("alone")
+    _restore(client.settings, str(backup["id"]), url)
+    client.redis.flushdb()
+    restored = MemoryClient(
+        redis=client.redis, settings=make_settings(database_url=url, keystore_url=url)
+    )
+    session = made["sessions"][0]
+
+    context = restored.context(session)
+    history = restored.history(session).messages
+
+    subject = made["subjects"][0]
+    assert [m.content for m in history] == [f"{subject} says {n}: naïve café ✓" for n in range(4)]
+    assert history[0].metadata == METADATA
+    assert context.summary == f"{subject} said hello twice"  # the summary through seq 2
+    assert [m.content for m in context.messages] == [m.content for m in history[2:]]
+    assert restored.context(session).messages == context.messages  # now from Redis
+    restored.engine.dispose()
+
+
+def test_rows_past_their_retention_are_skipped_and_counted(
+    client: MemoryClient, drainer: Drainer, fresh_url: Callable[[str], str]
+) -> None:
+    """A restore two years later skips every message (a year's retention) and says so."""
+    seed(client, drainer)
+    backup = _backup(client)
+    source = table_rows(client.settings.database_url)
+    keystore = KeyStore.from_settings(client.settings)
+    later = datetime.now(UTC) + timedelta(days=730)
+    url = fresh_url("later")
+
+    report = Restorer(
+        target=target_from_settings(client.settings),
+        secrets=keystore.secrets,
+        keys=LiveKeys(keystore),
+        now=later,
+    ).run(str(backup["id"]), into=url)
+    keystore.dispose()
+
+    assert report.expired["messages"] == len(source["messages"]) > 0
+    assert report.restored["messages"] == 0
+    assert table_rows(url)["messages"] == []
+    assert report.restored["memory_lineage"] == len(source["memory_lineage"])
+
+
+def test_a_key_store_export_restores_when_the_key_store_is_lost(
+    client: MemoryClient, drainer: Drainer, fresh_url: Callable[[str], str]
+) -> None:
+    """Every backup run writes a key-store export; with it, a restore needs no live key store.
+    Exports past their retention are pruned."""
+    seed(client, drainer)
+    report = run_backup(redis=client.redis, engine=client.engine, settings=client.settings)
+    source = table_rows(client.settings.database_url)
+    target = target_from_settings(client.settings)
+    assert report.keystore_export in [body["id"] for body in list_exports(target)]
+    keys = ExportedKeys(target, load_secrets(client.settings), str(report.keystore_export))
+    url = fresh_url("exported")
+
+    Restorer(target=target, secrets=load_secrets(client.settings), keys=keys).run(
+        str(report.backup["id"]), into=url
+    )
+
+    assert differences(source, table_rows(url)) == []
+    later = datetime.now(UTC) + timedelta(seconds=client.settings.keystore_export_retention_s + 1)
+    assert (
+        prune_exports(target, retention_s=client.settings.keystore_export_retention_s, now=later)
+        == 2
+    )
+    assert list_exports(target) == []

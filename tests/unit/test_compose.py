@@ -142,7 +142,22 @@ def test_minio_serves_api_and_console(services: dict[str, dict[str, Any]]) -> No
     args = argv(minio)
     assert args[:2] == ["server", "/data"]
     assert option(args, "--console-address") == ":9001"
-    assert {"9000:9000", "9001:9001"} <= {str(p) for p in minio["ports"]}
+    assert {"127.0.0.1:9000:9000", "127.0.0.1:9001:9001"} <= {str(p) for p in minio["ports"]}
+
+
+def test_backups_go_to_minio_through_s3(services: dict[str, dict[str, Any]]) -> None:
+    """The app services back up to an s3:// URL on the MinIO service, with its credentials,
+    and the maintenance worker starts only once the bucket exists."""
+    env = environment(services["worker-maintenance"])
+    assert env["MEMSCRIBE_BACKUP_URL"].startswith("${MEMSCRIBE_BACKUP_URL:-s3://memscribe-backups/")
+    assert "http://minio:9000" in env["MEMSCRIBE_S3_ENDPOINT_URL"]
+    minio_env = environment(services["minio"])
+    assert minio_env["MINIO_ROOT_USER"] in env["AWS_ACCESS_KEY_ID"]
+    assert minio_env["MINIO_ROOT_PASSWORD"] in env["AWS_SECRET_ACCESS_KEY"]
+    bucket = services["minio-bucket"]
+    assert "mc mb --ignore-existing local/memscribe-backups" in " ".join(bucket["command"])
+    depends = services["worker-maintenance"]["depends_on"]
+    assert depends["minio-bucket"]["condition"] == "service_completed_successfully"
 
 
 @pytest.mark.parametrize(("name", "queue"), sorted(WORKERS.items()))
