@@ -105,6 +105,8 @@ def test_restore_drill_reproduces_every_row(
     report = _restore(client.settings, str(backup["id"]), restored_url)
 
     assert backup["kind"] == "full"
+    manifest = load_catalog(open_target(client.settings.backup_url)).get(str(backup["id"]))
+    assert not {"subject_keys", "key_epochs"} & set(manifest.tables)  # never the key store
     assert (
         sum(len(rows) for name, rows in source.items() if name != "subject_keys")
         == (report["rows"])
@@ -377,3 +379,25 @@ def test_a_key_store_export_restores_when_the_key_store_is_lost(
         == 2
     )
     assert list_exports(target) == []
+
+
+def test_prune_never_deletes_the_newest_backup_that_verifies(
+    client: MemoryClient, drainer: Drainer, make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """keep_full=1 with the newest full corrupted: the newest one that verifies stays too."""
+    seed(client, drainer, subjects=1, sessions_per_subject=1)
+    settings = client.settings.model_copy(update={"backup_full_every": 1, "backup_keep_full": 1})
+    taken = [
+        run_backup(redis=client.redis, engine=client.engine, settings=settings).backup["id"]
+        for _ in range(3)
+    ]
+    target = open_target(settings.backup_url)
+    newest = load_catalog(target).get(taken[-1])
+    victim = tmp_path / "backups" / newest.objects_of("messages", ROWS)[0].name
+    victim.write_bytes(victim.read_bytes()[:-1] + b"\x00")
+
+    report = run_prune(redis=client.redis, settings=settings)
+
+    assert sorted(report.kept) == sorted(taken[1:])
+    assert report.deleted == [taken[0]]
+    assert set(load_catalog(target).manifests) == set(taken[1:])
