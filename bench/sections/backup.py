@@ -53,11 +53,13 @@ STEP_TIMEOUT_S = 1800.0
 # Random keys for the run: the bench never writes a development secrets file.
 _KEK = base64.b64encode(os.urandom(32)).decode()
 _HASH_KEY = base64.b64encode(os.urandom(32)).decode()
+# Contents drawn from the pool by a hash of the row number: a periodic choice would repeat
+# within a session, whose rows a backup frames together, and zlib would fold the repeats away.
 _SEED = """
 INSERT INTO messages (message_id, tenant, session_id, seq, role, content, tokens, created_at)
 SELECT 'bk-' || g, 'bench', 'bk-' || (g % :sessions), g / :sessions + 1,
        CASE WHEN (g / :sessions) % 2 = 0 THEN 'user' ELSE 'assistant' END,
-       (CAST(:contents AS text[]))[1 + (g::bigint * 7919) % :pool], 100,
+       (CAST(:contents AS text[]))[1 + (hashtext(g::text)::bigint + 2147483648) % :pool], 100,
        now() - interval '1 hour' + g * interval '1 ms'
 FROM generate_series(0, :rows - 1) g
 """
@@ -191,7 +193,7 @@ def _memscribe(env: dict[str, str], *args: str) -> Step:
             os.killpg(process.pid, signal.SIGKILL)
             process.communicate()
             raise stores.BenchError(
-                f"memscribe {' '.join(args[:2])}: {STEP_TIMEOUT_S:.0f}s"
+                f"memscribe {' '.join(args[:2])}: not done in {STEP_TIMEOUT_S:.0f}s"
             ) from None
         if process.returncode != 0:
             raise stores.BenchError(
@@ -215,9 +217,15 @@ def _pipe(first: list[str], second: list[str], *, out: BinaryIO, what: str) -> f
     assert producer.stdout is not None
     consumer = subprocess.Popen(second, stdin=producer.stdout, stdout=out, stderr=subprocess.PIPE)
     producer.stdout.close()  # the consumer holds the read end; the producer sees EPIPE if it dies
-    _, consumer_err = consumer.communicate(timeout=STEP_TIMEOUT_S)
-    producer_err = producer.stderr.read() if producer.stderr else b""
-    producer.wait(timeout=STEP_TIMEOUT_S)
+    try:
+        _, consumer_err = consumer.communicate(timeout=STEP_TIMEOUT_S)
+        producer_err = producer.stderr.read() if producer.stderr else b""
+        producer.wait(timeout=STEP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        for process in (producer, consumer):
+            process.kill()
+            process.wait()
+        raise stores.BenchError(f"{what}: not done in {STEP_TIMEOUT_S:.0f}s") from None
     seconds = time.perf_counter() - started
     if producer.returncode or consumer.returncode:
         raise stores.BenchError(

@@ -34,7 +34,14 @@ from core.backups.keys import BACKUP_KEY, SubjectFrameKeys, new_wrapped_key, unw
 from core.backups.manifest import FULL, INCREMENTAL, Manifest, ObjectEntry, TableEntry
 from core.backups.reading import memscribe_version, read_index
 from core.backups.snapshot import RECENT, Snapshot, snapshot
-from core.backups.tables import RECORDS, SPECS, TableSpec, encode_key, encode_row
+from core.backups.tables import (
+    RECORDS,
+    SPECS,
+    TableSpec,
+    encode_key,
+    encode_row,
+    plain_values,
+)
 from core.backups.target import Target
 from core.crypto.keystore import KeyStore
 from core.errors import TransientError
@@ -201,6 +208,7 @@ class _TableRun:
         self.erasing = 0
         self.tenant_at = [column.name for column in spec.columns].index("tenant")
         self.columns = len(spec.columns)
+        self.plain = plain_values(spec)
 
     def run(self) -> _TableOutput:
         target = self.writer.target
@@ -255,8 +263,9 @@ class _TableRun:
             ):
                 self.erasing += 1
                 continue
-            encoded = encode_row(values)
-            key_hash = self.hasher.key_hash(encode_key(values, positions))
+            plain = self.plain(values)
+            encoded = encode_row(plain)
+            key_hash = self.hasher.key_hash(encode_key(plain, positions))
             row_hash = self.hasher.row_hash(encoded)
             self.index.add(key_hash, row_hash)
             if self.previous is not None and self.seen is not None:

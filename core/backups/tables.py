@@ -133,25 +133,34 @@ BY_NAME = {spec.name: spec for spec in SPECS}
 # --- the row codec ------------------------------------------------------------------------
 
 
-def _encode_value(value: Any) -> Any:
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, bytes | bytearray | memoryview):
-        raise TypeError("binary columns are not backed up")  # none outside the key store
-    return value
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
-def encode_row(values: Sequence[Any]) -> bytes:
+def plain_values(spec: TableSpec) -> Callable[[Sequence[Any]], list[Any]]:
+    """A row's values as JSON can carry them: timestamps and dates as ISO 8601."""
+    temporal = [
+        i for i, column in enumerate(spec.columns) if isinstance(column.type, Date | DateTime)
+    ]
+
+    def plain(values: Sequence[Any]) -> list[Any]:
+        out = list(values)
+        for i in temporal:
+            if out[i] is not None:
+                out[i] = out[i].isoformat()
+        return out
+
+    return plain
+
+
+def encode_row(plain: list[Any]) -> bytes:
     """One row's exact JSON (no spaces; non-ASCII kept as UTF-8)."""
-    return json.dumps(
-        [_encode_value(value) for value in values], ensure_ascii=False, separators=(",", ":")
-    ).encode()
+    return _JSON.encode(plain).encode()
 
 
-def encode_key(values: Sequence[Any], positions: Sequence[int]) -> bytes:
-    return json.dumps(
-        [_encode_value(values[i]) for i in positions], ensure_ascii=False, separators=(",", ":")
-    ).encode()
+def encode_key(plain: Sequence[Any], positions: Sequence[int]) -> bytes:
+    """The primary key's values joined by NUL (ids never hold one; no key has a timestamp, so
+    a value reads the same from the database and from the backup's JSON)."""
+    return "\x00".join([str(plain[i]) for i in positions]).encode()
 
 
 def _decoder(column: Column[Any]) -> Callable[[Any], Any]:

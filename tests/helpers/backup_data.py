@@ -49,7 +49,7 @@ def seed(
     anonymous = f"anon-{tag}"
     made["anonymous"] = anonymous
     for n in range(3):
-        client.append(anonymous, "user", f"anonymous {n}")
+        client.append(anonymous, "user", f"anonymous {n}:\t tab, \\ backslash,\n newline\r")
     first = made["sessions"][0]
     client.update_state(first, lambda data: {**data, "step": 1}, actor="agent")
     client.update_state(first, lambda data: {**data, "step": 2, "plan": ["a", "b"]})
