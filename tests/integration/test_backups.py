@@ -27,8 +27,8 @@ from core.backups import (
 from core.backups.frames import FrameError, FrameStream, open_frame
 from core.backups.keyexport import ExportedKeys, list_exports, prune_exports
 from core.backups.keys import unwrap_key
-from core.backups.manifest import ROWS
-from core.backups.target import target_from_settings
+from core.backups.manifest import ROWS, Manifest
+from core.backups.target import Target, target_from_settings
 from core.client import MemoryClient
 from core.crypto.keystore import KeyStore
 from core.crypto.secrets import load_secrets
@@ -90,6 +90,14 @@ def _backup(client: MemoryClient, kind: str = "auto") -> dict[str, object]:
     )
     assert report.ran, report.reason
     return report.backup
+
+
+def _seeded_backup(client: MemoryClient, drainer: Drainer) -> tuple[Target, Manifest]:
+    """The seeded store, backed up (full): the file target and the backup's manifest."""
+    seed(client, drainer)
+    backup = _backup(client)
+    target = open_target(client.settings.backup_url)
+    return target, load_catalog(target).get(str(backup["id"]))
 
 
 @both_backends
@@ -211,22 +219,19 @@ def test_a_flipped_byte_fails_verify_and_names_the_object(
     client: MemoryClient, drainer: Drainer, fresh_url: Callable[[str], str], tmp_path: Path
 ) -> None:
     """One changed byte: verify fails naming the object; restore refuses and writes nothing."""
-    seed(client, drainer)
-    backup = _backup(client)
-    target = open_target(client.settings.backup_url)
-    manifest = load_catalog(target).get(str(backup["id"]))
+    target, manifest = _seeded_backup(client, drainer)
     victim = manifest.objects_of("messages", ROWS)[0].name
     path = tmp_path / "backups" / victim
     raw = bytearray(path.read_bytes())
     raw[len(raw) // 2] ^= 0x01
     path.write_bytes(bytes(raw))
 
-    [result] = verify(target, KeyStore.from_settings(client.settings).secrets, str(backup["id"]))
+    [result] = verify(target, load_secrets(client.settings), manifest.id)
 
     assert not result.ok and any(victim in problem for problem in result.problems)
     url = fresh_url("flipped")
     with pytest.raises(BackupTargetError, match="messages"):
-        _restore(client.settings, str(backup["id"]), url)
+        _restore(client.settings, manifest.id, url)
     assert table_rows(url)["messages"] == []
 
 
@@ -234,17 +239,14 @@ def test_a_missing_object_fails_verify_and_restore_before_any_write(
     client: MemoryClient, drainer: Drainer, fresh_url: Callable[[str], str], tmp_path: Path
 ) -> None:
     """A deleted object: verify names it, restore fails at once and the database stays empty."""
-    seed(client, drainer)
-    backup = _backup(client)
-    target = open_target(client.settings.backup_url)
-    manifest = load_catalog(target).get(str(backup["id"]))
+    target, manifest = _seeded_backup(client, drainer)
     victim = manifest.objects_of("memories", ROWS)[0].name
     target.delete([victim])
 
-    [result] = verify(target, KeyStore.from_settings(client.settings).secrets, str(backup["id"]))
+    [result] = verify(target, load_secrets(client.settings), manifest.id)
     url = fresh_url("missing")
     with pytest.raises(BackupTargetError, match="missing"):
-        _restore(client.settings, str(backup["id"]), url)
+        _restore(client.settings, manifest.id, url)
 
     assert not result.ok and any(victim in problem for problem in result.problems)
     engine = make_engine(url)
