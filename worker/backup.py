@@ -94,7 +94,7 @@ def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
     console.print(
         f"{len(listed)} backups"
         + (
-            f"; {orphans} incomplete runs without a manifest (prune removes them)"
+            f"; {orphans} runs without a valid manifest (prune removes them)"
             if orphans
             else ""
         )
