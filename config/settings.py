@@ -274,7 +274,9 @@ class Settings(BaseSettings):
     llm_concurrency: int = Field(default=4, ge=1, le=256)
     # An autoscaled pool shrinks once it received no task and did not grow for this long
     # (Celery's AUTOSCALE_KEEPALIVE; it also checks this often, so shrinking takes < 2x this).
-    autoscale_keepalive_s: float = Field(default=30.0, gt=0, le=60)
+    # Below 60 s: beat sends the llm queue a tick a minute, which a longer one would never see
+    # a gap between, and the pool would stay grown.
+    autoscale_keepalive_s: float = Field(default=30.0, gt=0, le=50)
     # Hard time limit of each family's tasks (the soft limit is 90 % of it); a task that sets
     # its own (maintenance.backup) keeps it. task_time_limit_s stays the default of any other.
     persist_time_limit_s: int = Field(default=60, ge=2)

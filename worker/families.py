@@ -18,6 +18,19 @@ from config.celery import FAMILIES, family_queues
 from config.settings import Settings
 from worker import processes
 
+# Celery's own part of a warm shutdown (stop consuming, hand prefetched tasks back to the
+# broker, join the pool), on top of the flush in flight; measured at 1-3 s, with room for a
+# loaded machine.
+WARM_SHUTDOWN_MARGIN_S = 10.0
+
+
+def warm_shutdown_bound_s(settings: Settings) -> float:
+    """How long a persist worker takes to exit after SIGTERM: the flush in flight returns
+    within ``flush_budget_s`` (the drainer stops taking batches then), plus Celery's margin.
+    The supervisor's ``--stop-timeout`` SIGKILLs the group after that regardless; safe,
+    because an unacked WAL entry stays pending and the next drainer reclaims it."""
+    return settings.flush_budget_s + WARM_SHUTDOWN_MARGIN_S
+
 
 @dataclass(frozen=True)
 class WorkerPlan:

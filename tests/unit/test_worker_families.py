@@ -90,6 +90,9 @@ def test_bad_autoscale_setting_fails_at_start_up() -> None:
         with pytest.raises(ValueError, match="llm_autoscale"):
             Settings(database_url=DB, llm_autoscale=bad)
     assert Settings(database_url=DB, llm_autoscale=" 4 , 1 ").llm_autoscale_range == (4, 1)
+    # Beat sends the llm queue a tick a minute: a keepalive that long would never shrink.
+    with pytest.raises(ValueError, match="autoscale_keepalive_s"):
+        Settings(database_url=DB, autoscale_keepalive_s=60)
 
 
 def test_time_limits_per_family_are_in_the_celery_config() -> None:
