@@ -264,6 +264,12 @@ class Settings(BaseSettings):
     worker_stall_intervals: int = Field(default=30, ge=3)
     worker_check_interval_s: float = Field(default=5.0, gt=0)
 
+    # --- beat failover (worker/leader.py; docs/operations.md "Beat failover") ---------------
+    # Any number of `memscribe beat` may run; the one holding the Redis lock <prefix>:beat:leader
+    # sends, renewing it at least every third of this TTL. A standby takes over within
+    # TTL + TTL/3 (13.3 s by default) after the active one dies.
+    beat_lock_ttl_s: float = Field(default=10.0, ge=1.0, le=300.0)
+
     # --- encryption (core/crypto; docs/encryption.md) ---------------------------------------
     # Store the content of a subject's messages, summaries and memories encrypted under the
     # subject's data key (crypto-shredding: destroying the key makes every copy unreadable).
