@@ -6,10 +6,11 @@ in-memory scheduler behind two Redis guards:
 - **The leader lock** ``<prefix>:beat:leader``: a ``Lease`` holding the owner token
   ``host:pid:random``, taken with ``SET NX PX`` and renewed with ``lease.lua``, which
   compares the token before it extends (RedBeat extended its lock without that check and two
-  beats ended up sending, sibson/redbeat#127). Every tick renews it first; a tick never sleeps
-  longer than a third of the TTL. A beat that does not hold the lock sends nothing and tries to
-  take it each tick, so a standby takes over within TTL + TTL/3 of the active beat's death
-  (13.3 s with the default 10 s). A leader whose renewal fails stops sending at once.
+  beats ended up sending, sibson/redbeat#127). Ticks renew it (at most once a second); a tick
+  never sleeps longer than a third of the TTL. A beat that does not hold the lock sends
+  nothing and tries to take it each tick, so a standby takes over within TTL + TTL/3 of the
+  active beat's death (13.3 s with the default 10 s). A leader whose renewal fails stops
+  sending at once.
 - **The slot claim** ``<prefix>:beat:slot:<entry>:<floor(now / interval)>`` (``SET NX PX``,
   2 x interval, the clock being Redis's): an interval entry is sent only by the beat that
   claims its slot. The lock alone cannot stop a new leader's first tick from repeating the
@@ -27,6 +28,7 @@ import math
 import os
 import secrets
 import socket
+import time
 from typing import Any
 
 import redis
@@ -81,6 +83,10 @@ class LeaderScheduler(Scheduler):  # type: ignore[misc]
         self.lock = Lease(
             self._redis, script, self._keys.beat_leader(), int(ttl_s * 1000), token=owner_token()
         )
+        # Renew at most this often (every tick would be two EVALSHA a second at a 0.5 s flush
+        # interval) and at least every TTL/3 (ticks never sleep longer).
+        self.renew_gap_s = min(1.0, self.renew_every_s / 3)
+        self._renewed_at = -math.inf
         self.leading = False
         self._said = ""
         super().__init__(*args, **kwargs)
@@ -94,16 +100,22 @@ class LeaderScheduler(Scheduler):  # type: ignore[misc]
         return float(min(super().tick(*args, **kwargs), self.renew_every_s))
 
     def _hold(self) -> bool:
+        now = time.monotonic()
+        if self.leading and now - self._renewed_at < self.renew_gap_s:
+            return True  # renewed under a second ago: the lock is ours for most of its TTL
         try:
             if self.leading:
                 if self.lock.renew():
+                    self._renewed_at = now
                     return True
                 # Expired (a pause longer than the TTL) or taken: either way another beat may
                 # be sending now, so nothing more goes out until we hold the lock again.
                 self.leading = False
                 log.error("beat %s lost the leader lock: it stops sending", self.lock.token)
-            if self.lock.acquire():
+            # renew(): after a Redis outage the lock may still hold our own token.
+            if self.lock.renew() or self.lock.acquire():
                 self.leading = True
+                self._renewed_at = now
                 self._say("leading", "beat %s holds the leader lock: it sends", self.lock.token)
                 return True
             self._say("standby", "beat %s is standby: another beat holds the lock", self.lock.token)
@@ -180,7 +192,10 @@ class LeaderScheduler(Scheduler):  # type: ignore[misc]
 
     def _now_s(self) -> float:
         """Redis's clock: every beat numbers slots alike, whatever its host's clock skew."""
-        seconds, micros = self._redis.time()
+        reply: Any = self._redis.time()
+        if isinstance(reply, dict):  # Redis Cluster: one reply per node
+            reply = next(iter(reply.values()))
+        seconds, micros = reply
         return float(seconds) + float(micros) / 1e6
 
     def close(self) -> None:

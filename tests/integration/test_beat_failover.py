@@ -184,6 +184,7 @@ def test_a_lock_whose_token_changed_is_not_renewed(
 
     key = Keys.of(settings).beat_leader()
     redis_client.set(key, "other-host:1:abcd", px=4000)
+    time.sleep(scheduler.renew_gap_s)  # due for renewal
     assert scheduler.tick() == pytest.approx(settings.beat_lock_ttl_s / 3)
     assert not scheduler.leading
     assert redis_client.get(key) == "other-host:1:abcd"
@@ -217,3 +218,29 @@ def test_a_new_leader_does_not_resend_the_old_leaders_slot(
     sends = _flush_sends(redis_client, settings)
     assert [send["owner"] for send in sends] == [first.lock.token]
     second.close()
+
+
+def test_a_leader_cut_off_from_redis_stops_then_takes_its_own_lock_back(
+    redis_client: redis.Redis, in_process_runtime: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A renewal that fails on a Redis error stops the leader at once; when Redis answers
+    again and the lock still holds its token, it leads again without waiting for the TTL."""
+    settings = in_process_runtime
+    scheduler = _scheduler(settings)
+    scheduler.tick()
+    assert scheduler.leading
+    real_renew = scheduler.lock.renew
+
+    def cut_off() -> bool:
+        raise redis.ConnectionError("Redis is unreachable")
+
+    monkeypatch.setattr(scheduler.lock, "renew", cut_off)
+    time.sleep(scheduler.renew_gap_s)
+    assert scheduler.tick() == pytest.approx(settings.beat_lock_ttl_s / 3)
+    assert not scheduler.leading
+
+    monkeypatch.setattr(scheduler.lock, "renew", real_renew)
+    scheduler.tick()
+    assert scheduler.leading
+    assert leader.beat_owner(redis_client, settings) == scheduler.lock.token
+    scheduler.close()
