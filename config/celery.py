@@ -131,10 +131,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_default_queue": "persist",
         "task_routes": ROUTES,
         "beat_schedule": beat_schedule(settings),
-        # The base scheduler keeps its state in memory; the default one writes a shelve file
-        # (Python's object serializer). Every periodic task here is idempotent and runs
-        # often, so nothing is lost by not remembering last-run times across a beat restart.
-        "beat_scheduler": "celery.beat:Scheduler",
+        # Beat failover (worker/leader.py): the base in-memory scheduler (the default one
+        # writes a shelve file, Python's object serializer) behind a Redis leader lock and
+        # per-slot claims, so any number of beats send each periodic task once per interval.
+        "beat_scheduler": "worker.leader:LeaderScheduler",
         "timezone": "UTC",
         "enable_utc": True,
     }

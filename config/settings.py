@@ -282,6 +282,11 @@ class Settings(BaseSettings):
     persist_time_limit_s: int = Field(default=60, ge=2)
     llm_time_limit_s: int = Field(default=300, ge=2)
     maintenance_time_limit_s: int = Field(default=6 * 3600, ge=2)
+    # --- beat failover (worker/leader.py; docs/operations.md "Beat failover") ---------------
+    # Any number of `memscribe beat` may run; the one holding the Redis lock <prefix>:beat:leader
+    # sends, renewing it at least every third of this TTL. A standby takes over within
+    # TTL + TTL/3 (13.3 s by default) after the active one dies.
+    beat_lock_ttl_s: float = Field(default=10.0, ge=1.0, le=300.0)
 
     # --- encryption (core/crypto; docs/encryption.md) ---------------------------------------
     # Store the content of a subject's messages, summaries and memories encrypted under the

@@ -101,7 +101,9 @@ def add_parsers(commands: Any) -> None:
     worker.set_defaults(handler=cmd_worker)
 
     beat = commands.add_parser(
-        "beat", help="a supervised Celery beat (run exactly one): restarted when it stops ticking"
+        "beat",
+        help="a supervised Celery beat (run several: one sends, the others stand by): "
+        "restarted when it stops ticking",
     )
     beat.add_argument("-l", "--loglevel", type=str.upper, choices=LOGLEVELS, default="INFO")
     _supervision_options(beat, stop_timeout_s=30)

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from config.celery import QUEUES, family_queues
+from config.celery import QUEUES, celery_config, family_queues
 from config.settings import Settings
 from worker.cli import build_parser
 from worker.families import WorkerPlan, plan_from_args
@@ -191,12 +191,14 @@ def test_llm_worker_autoscales_and_others_are_fixed(services: dict[str, dict[str
 
 
 def test_beat_runs_once(services: dict[str, dict[str, Any]]) -> None:
-    """Exactly one beat runs the scheduler (two would send every periodic task twice)."""
+    """One beat service, replicated for failover: its replicas share the leader lock, so one
+    sends (worker/leader.py); no other service runs a scheduler of its own."""
     assert argv(services["beat"])[:2] == ["memscribe", "beat"]
     memscribe_args(argv(services["beat"]))
-    assert services["beat"].get("deploy", {}).get("replicas", 1) == 1
+    assert services["beat"].get("deploy", {}).get("replicas", 1) == 2
     beats = [n for n, s in services.items() if "command" in s and "beat" in argv(s)[:4]]
     assert beats == ["beat"]
+    assert celery_config(Settings())["beat_scheduler"] == "worker.leader:LeaderScheduler"
 
 
 def test_workers_and_beat_are_supervised(services: dict[str, dict[str, Any]]) -> None:
