@@ -92,7 +92,8 @@ def flower_env(settings: Settings, base: Mapping[str, str]) -> dict[str, str]:
 def cmd_flower(settings: Settings, args: argparse.Namespace) -> int:
     command = flower_command(settings, address=args.address, port=args.port, extra=args.extra)
     env = flower_env(settings, os.environ)
-    os.execve(command[0], command, env)  # replaces this process: Flower gets the signals
+    # Replace this process (no shell; argv is a list): signals reach Flower itself.
+    os.execve(command[0], command, env)  # noqa: S606
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -192,9 +192,10 @@ def test_flower_shows_worker_tasks_and_states_behind_basic_auth(
     )
     wait_for(lambda: client.memory_stats("b").summary_count == 1, what="session b's summary")
     final = wait_for(
-        lambda: (task := json.loads(get(f"{base}/api/task/info/{retried}")[1]))["state"]
-        == "SUCCESS"
-        and task,
+        lambda: (
+            (task := json.loads(get(f"{base}/api/task/info/{retried}")[1]))["state"] == "SUCCESS"
+            and task
+        ),
         what="the retried summarize to succeed",
     )
     assert (final["retries"], final["routing_key"]) == (1, "llm.retry")

@@ -231,10 +231,14 @@ def test_flower_publishes_5555(services: dict[str, dict[str, Any]]) -> None:
     env = environment(flower)
     # Inside the container it listens on every interface, or the published port reaches nothing.
     assert (env["MEMSCRIBE_FLOWER_ADDRESS"], env["MEMSCRIBE_FLOWER_PORT"]) == ("0.0.0.0", "5555")
-    assert re.fullmatch(r"\$\{MEMSCRIBE_FLOWER_PASSWORD:\?[^}]+\}", env["MEMSCRIBE_FLOWER_PASSWORD"])
+    assert re.fullmatch(
+        r"\$\{MEMSCRIBE_FLOWER_PASSWORD:\?[^}]+\}", env["MEMSCRIBE_FLOWER_PASSWORD"]
+    )
     assert env.get("MEMSCRIBE_FLOWER_AUTH", "true").lower() not in {"false", "0", "no"}
     # The shared settings are merged in, not replaced by Flower's own.
-    assert env["MEMSCRIBE_BROKER_URL"] == environment(services["worker-llm"])["MEMSCRIBE_BROKER_URL"]
+    assert (
+        env["MEMSCRIBE_BROKER_URL"] == environment(services["worker-llm"])["MEMSCRIBE_BROKER_URL"]
+    )
 
 
 def test_migrate_is_one_shot_after_postgres(services: dict[str, dict[str, Any]]) -> None:

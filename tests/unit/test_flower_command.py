@@ -48,7 +48,9 @@ def test_extra_options_pass_through_but_persistent_mode_stays_off() -> None:
         ["flower", "--port", "5600", "--", "--max_tasks=500", "--persistent=True"]
     )
     assert (args.port, args.extra) == (5600, ["--max_tasks=500", "--persistent=True"])
-    command = flower.flower_command(Settings(flower_password="pw"), port=args.port, extra=args.extra)
+    command = flower.flower_command(
+        Settings(flower_password="pw"), port=args.port, extra=args.extra
+    )
     assert option(command, "--max_tasks") == "500"
     assert option(command, "--persistent") == "False"
 
