@@ -55,6 +55,24 @@ def get(url: str, *, auth: tuple[str, str] | None = (USER, PASSWORD)) -> tuple[i
         return exc.code, exc.read()
 
 
+def listening_addresses(port: int) -> set[str]:
+    """The IPv4 and IPv6 addresses something listens on at ``port`` (Linux /proc/net)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, _, hex_port = local.partition(":")
+            if state != "0A" or int(hex_port, 16) != port:  # 0A: LISTEN
+                continue
+            raw = bytes.fromhex(address)
+            if len(raw) == 4:
+                found.add(socket.inet_ntop(socket.AF_INET, raw[::-1]))
+            else:  # four little-endian 32-bit words
+                words = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
+                found.add(socket.inet_ntop(socket.AF_INET6, words))
+    return found
+
+
 def wait_for(condition: Callable[[], Any], *, timeout_s: float = 90, what: str = "") -> Any:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -109,7 +127,6 @@ def test_flower_shows_worker_tasks_and_states_behind_basic_auth(
     redis_client: redis.Redis,
     spawn: Spawn,
     fake_openai: FakeOpenAI,
-    tmp_path: Path,
 ) -> None:
     """A real worker and ``memscribe flower``: the worker is listed, persist.flush SUCCESS and
     llm.summarize SUCCESS and RETRY appear with their queues, args are ids only, and requests
@@ -127,6 +144,7 @@ def test_flower_shows_worker_tasks_and_states_behind_basic_auth(
         name="worker",
     )
     wait_for(lambda: get(f"{base}/healthcheck", auth=None)[0] == 200, what="Flower to listen")
+    assert listening_addresses(settings.flower_port) == {"127.0.0.1"}
     # The credentials reached Flower through its environment, not its command line.
     assert PASSWORD not in " ".join(flower.flower_command(settings))
 
@@ -247,4 +265,5 @@ def test_flower_without_auth_only_when_disabled_explicitly(
     base = f"http://127.0.0.1:{settings.flower_port}"
     wait_for(lambda: get(f"{base}/healthcheck", auth=None)[0] == 200, what="Flower to listen")
     assert get(f"{base}/tasks", auth=None)[0] == 200
+    assert listening_addresses(settings.flower_port) == {"127.0.0.1"}
     assert "WITHOUT authentication" in (tmp_path / "flower.log").read_text()
