@@ -335,6 +335,17 @@ class Settings(BaseSettings):
     backup_export_keys: bool = True
     keystore_export_retention_s: int = Field(default=7 * 24 * 3600, ge=60)
 
+    # --- Flower (memscribe flower; docs/operations.md "Flower") ----------------------------
+    # Where Flower listens: loopback unless set (0.0.0.0 inside a container whose port is
+    # published on the host's loopback only).
+    flower_address: str = "127.0.0.1"
+    flower_port: int = Field(default=5555, ge=1, le=65535)
+    # Basic auth is required: without flower_password `memscribe flower` refuses to start,
+    # unless flower_auth is false (then anyone who reaches the port sees every task).
+    flower_auth: bool = True
+    flower_user: str = Field(default="admin", pattern=r"^[^:,\s]{1,64}$")
+    flower_password: SecretStr = SecretStr("")
+
     @model_validator(mode="after")
     def _derive_broker(self) -> Settings:
         if self.redis_cluster:

@@ -163,6 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     keystore.add_parsers(commands)
     backup.add_parsers(commands)
     run.add_parsers(commands)
+    # Flower (worker/flower.py): basic auth required, loopback unless configured.
+    from worker import flower
+
+    flower.add_parser(commands)
     return parser
 
 

@@ -231,11 +231,24 @@ def test_healthchecks_run_the_progress_check(
 
 
 def test_flower_publishes_5555(services: dict[str, dict[str, Any]]) -> None:
-    """Flower runs from the app image and is reachable on port 5555."""
-    args = argv(services["flower"])
-    assert args[:4] == ["celery", "-A", "worker.app", "flower"]
-    assert option(args, "--port") == "5555"
-    assert "5555:5555" in {str(p) for p in services["flower"]["ports"]}
+    """Flower runs ``memscribe flower`` on 5555, published on the host's loopback only, and
+    compose refuses to start it without a basic-auth password."""
+    flower = services["flower"]
+    args = argv(flower)
+    assert args == ["memscribe", "flower"]
+    assert memscribe_args(args).handler.__name__ == "cmd_flower"
+    assert {str(p) for p in flower["ports"]} == {"127.0.0.1:5555:5555"}
+    env = environment(flower)
+    # Inside the container it listens on every interface, or the published port reaches nothing.
+    assert (env["MEMSCRIBE_FLOWER_ADDRESS"], env["MEMSCRIBE_FLOWER_PORT"]) == ("0.0.0.0", "5555")
+    assert re.fullmatch(
+        r"\$\{MEMSCRIBE_FLOWER_PASSWORD:\?[^}]+\}", env["MEMSCRIBE_FLOWER_PASSWORD"]
+    )
+    assert env.get("MEMSCRIBE_FLOWER_AUTH", "true").lower() not in {"false", "0", "no"}
+    # The shared settings are merged in, not replaced by Flower's own.
+    assert (
+        env["MEMSCRIBE_BROKER_URL"] == environment(services["worker-llm"])["MEMSCRIBE_BROKER_URL"]
+    )
 
 
 def test_migrate_is_one_shot_after_postgres(services: dict[str, dict[str, Any]]) -> None:
