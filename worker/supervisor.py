@@ -44,6 +44,8 @@ log = logging.getLogger("memscribe.supervisor")
 
 # A child that stayed up this long is healthy again: the next restart waits only base_s.
 HEALTHY_AFTER_S = 60.0
+# The least time a fresh child has for its first progress (see _watch).
+STARTUP_GRACE_S = 15.0
 POLL_S = 0.2
 
 
@@ -212,8 +214,12 @@ class Supervisor:
                 # The markers expire after the stall window, so one failed check already
                 # means a whole window without progress.
                 healthy = self.check()
-                # A fresh child gets a whole stall window to make its first progress.
-                if healthy is False and now - started_at >= self.stall_after_s:
+                # A fresh child gets a whole stall window to make its first progress, and
+                # never less than STARTUP_GRACE_S: on a loaded machine importing Celery and
+                # the tasks alone can outlast a short window, and restarting then only
+                # starts the same slow start again.
+                grace = max(self.stall_after_s, STARTUP_GRACE_S)
+                if healthy is False and now - started_at >= grace:
                     return "stalled", progressed
                 progressed = progressed or healthy is True
             time.sleep(POLL_S)

@@ -82,13 +82,13 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], 
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=240,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(output.read_text()), done.stdout
 
 
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(270)
 def test_every_figure_has_median_min_max_unit_and_repetitions(
     tiny_run: tuple[dict[str, Any], str],
 ) -> None:
@@ -108,7 +108,7 @@ def test_every_figure_has_median_min_max_unit_and_repetitions(
                 assert figure["anchor"] in names, figure["name"]
 
 
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(270)
 def test_report_names_the_machine_and_the_promises(
     tiny_run: tuple[dict[str, Any], str],
 ) -> None:
