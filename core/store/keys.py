@@ -324,6 +324,10 @@ class Keys:
         """Hash: the newest completed backup (id, kind, completed_at, rows) for health."""
         return f"{self.prefix}:backups:last"
 
+    def beat_leader(self) -> str:
+        """String: the token of the beat that holds the scheduler lock (read by health)."""
+        return f"{self.prefix}:beat:leader"
+
     def task_dead_letters(self) -> str:
         return f"{self.prefix}:dead:tasks"
 
