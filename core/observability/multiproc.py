@@ -15,9 +15,19 @@ our directory.
 from __future__ import annotations
 
 import os
+import re
+import socket
 from pathlib import Path
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
+# Containers sharing one metrics volume each have their own pid namespace: two processes with
+# pid 7 would write the same file. So files are named by host and pid ("counter_<host>-<pid>.db").
+_HOST = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname())[:64] or "host"
+
+
+def process_identifier(pid: int | None = None) -> str:
+    """This process's (or ``pid``'s, on this host) name in the metrics files."""
+    return f"{_HOST}-{os.getpid() if pid is None else pid}"
 
 
 def configure(metrics_dir: str) -> Path:
@@ -27,7 +37,7 @@ def configure(metrics_dir: str) -> Path:
     os.environ[ENV] = str(path)
     from prometheus_client import values
 
-    values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+    values.ValueClass = values.MultiProcessValue(process_identifier)  # type: ignore[no-untyped-call]
     return path
 
 
@@ -42,4 +52,4 @@ def process_dead(pid: int) -> None:
         return
     from prometheus_client import multiprocess
 
-    multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+    multiprocess.mark_process_dead(process_identifier(pid), directory)  # type: ignore[no-untyped-call]
