@@ -14,6 +14,8 @@ import pytest
 from config.settings import Settings
 from core.client import MemoryClient
 from core.log.status import shard_status
+from core.observability.collector import LIVE_GAUGES
+from core.observability.metrics import exported_names
 from core.observability.server import Exporter
 from tasks.llm import broker_enqueue
 from tests.conftest import SettingsFactory
@@ -125,6 +127,10 @@ def test_backlog_rises_then_drains_and_counters_match(
     assert total(after, "celery_task_runtime_count", **flushes) >= 1
     # celery-exporter's names, bounded labels: no hostname, worker or pid on any series.
     label_names = {name for line in lines for name, _ in LABEL.findall(line)}
+    # Every series is one docs/observability.md lists (the dashboard test checks against it).
+    served = {name for name, _ in after}
+    assert served <= exported_names(tuple(LIVE_GAUGES)), served - exported_names(tuple(LIVE_GAUGES))
+    assert set(LIVE_GAUGES) - {"memscribe_backup_last_success_timestamp_seconds"} <= served
     assert label_names <= {"name", "queue", "le", "shard", "kind", "outcome", "status", "job"}
 
 
