@@ -161,3 +161,35 @@ def test_twenty_worker_restarts_add_no_series(
     assert counts[1:] == [counts[1]] * 19, counts
     files = list(Path(metrics_settings.metrics_dir).glob("*.db"))
     assert files  # the workers wrote their samples where the exporter reads them
+
+
+def test_maintenance_and_summary_outcomes_are_counted(
+    metrics_settings: Settings, redis_client: Any, exporter: Exporter, spawn: Any
+) -> None:
+    """A purge run and a summarize with nothing to do are counted by job and by status."""
+    command = processes.worker_command(
+        ["maintenance", "llm"], concurrency=1, loglevel="WARNING", name="maint"
+    )
+    spawn(command, settings=metrics_settings, name="maint")
+    send = broker_enqueue(metrics_settings)
+    send("maintenance.purge_expired", [])
+    send("llm.summarize", ["default", "no-such-session"])
+
+    def counted() -> bool:
+        samples = scrape(exporter.port)[1]
+        return (
+            total(samples, "memscribe_maintenance_runs_total", job="purge") >= 1
+            and total(samples, "memscribe_summaries_total") >= 1
+        )
+
+    wait_for(counted, timeout_s=60, what="the purge and the summarize to be counted")
+    _, samples = scrape(exporter.port)
+    assert total(samples, "memscribe_maintenance_runs_total", job="purge", outcome="ran") == 1
+    last = total(samples, "memscribe_maintenance_last_success_timestamp_seconds", job="purge")
+    assert abs(last - time.time()) < 120
+    assert total(samples, "memscribe_summaries_total") == 1
+    assert total(samples, "memscribe_llm_calls_total") == 0
+    purge = {"name": "maintenance.purge_expired", "queue": "maintenance"}
+    assert total(samples, "celery_task_succeeded_total", **purge) == 1
+    summarize = {"name": "llm.summarize", "queue": "llm"}
+    assert total(samples, "celery_task_succeeded_total", **summarize) == 1
