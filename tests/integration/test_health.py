@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
@@ -18,6 +20,7 @@ from core.client import MemoryClient
 from core.observability.server import Exporter
 from core.store.keys import Keys
 from tests.conftest import ROOT, SettingsFactory, settings_env
+from worker import processes
 from worker.observe import flush_marker
 
 FIELDS = {
@@ -142,3 +145,34 @@ def test_unreachable_store_fails_health(
     assert code == 1
     assert report["store"] is False and report["redis"] is True and report["broker"] is True
     assert any(reason.startswith("store:") for reason in report["reasons"])
+
+
+def test_metrics_command_serves_the_endpoints(
+    make_settings: SettingsFactory,
+    pg_database: str,
+    redis_client: redis.Redis,
+    tmp_path: Path,
+    spawn: Any,
+) -> None:
+    """`memscribe metrics` as operators run it: /livez, /readyz and /metrics answer."""
+    settings = make_settings(database_url=pg_database, metrics_dir=str(tmp_path / "m"))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    spawn(processes.memscribe_command("metrics", "--port", str(port)), settings=settings, name="m")
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            status, body = get(port, "/livez")
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "memscribe metrics did not start"
+            time.sleep(0.2)
+    assert (status, body) == (200, b"ok\n")
+    status, body = get(port, "/readyz")
+    assert status == 200 and json.loads(body)["ok"] is True
+    status, body = get(port, "/metrics")
+    assert status == 200
+    assert "memscribe_up 1.0" in body.decode()
+    assert 'memscribe_wal_backlog{shard="0"} 0.0' in body.decode()
+    assert get(port, "/nothing")[0] == 404
