@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 from kombu import Queue  # type: ignore[attr-defined]
 
 from config.settings import Settings
+from config.time_limits import FamilyTimeLimits, family_time_limits
 
 FAMILIES = ("persist", "llm", "maintenance")
 # Retries go to a queue of their own per family, so a backlog of retries never starves fresh
@@ -119,6 +120,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_max_tasks_per_child": 1000,
         "task_time_limit": settings.task_time_limit_s,
         "task_soft_time_limit": max(1, int(settings.task_time_limit_s * 0.9)),
+        # Workers per family (config/time_limits.py): each family's own time limits, over the
+        # global ones above; and the autoscaler's keepalive from the settings.
+        "task_annotations": [FamilyTimeLimits(family_time_limits(settings))],
+        "worker_autoscaler": "worker.autoscale:Autoscaler",
         # Flower needs events.
         "worker_send_task_events": True,
         "task_send_sent_event": True,
@@ -126,10 +131,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_default_queue": "persist",
         "task_routes": ROUTES,
         "beat_schedule": beat_schedule(settings),
-        # The base scheduler keeps its state in memory; the default one writes a shelve file
-        # (Python's object serializer). Every periodic task here is idempotent and runs
-        # often, so nothing is lost by not remembering last-run times across a beat restart.
-        "beat_scheduler": "celery.beat:Scheduler",
+        # Beat failover (worker/leader.py): the base in-memory scheduler (the default one
+        # writes a shelve file, Python's object serializer) behind a Redis leader lock and
+        # per-slot claims, so any number of beats send each periodic task once per interval.
+        "beat_scheduler": "worker.leader:LeaderScheduler",
         "timezone": "UTC",
         "enable_utc": True,
     }

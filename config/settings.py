@@ -264,6 +264,30 @@ class Settings(BaseSettings):
     worker_stall_intervals: int = Field(default=30, ge=3)
     worker_check_interval_s: float = Field(default=5.0, gt=0)
 
+    # --- workers per family (`memscribe worker persist|llm|maintenance`; worker/families.py) ---
+    # Prefork processes of a persist and of a maintenance worker.
+    persist_concurrency: int = Field(default=2, ge=1, le=256)
+    maintenance_concurrency: int = Field(default=1, ge=1, le=256)
+    # The llm worker (I/O-bound, bursty) autoscales between "MAX,MIN" processes; empty: a fixed
+    # pool of llm_concurrency.
+    llm_autoscale: str = Field(default="8,1", pattern=r"^\s*(\d+\s*,\s*\d+)?\s*$")
+    llm_concurrency: int = Field(default=4, ge=1, le=256)
+    # An autoscaled pool shrinks once it received no task and did not grow for this long
+    # (Celery's AUTOSCALE_KEEPALIVE; it also checks this often, so shrinking takes < 2x this).
+    # Below 60 s: beat sends the llm queue a tick a minute, which a longer one would never see
+    # a gap between, and the pool would stay grown.
+    autoscale_keepalive_s: float = Field(default=30.0, gt=0, le=50)
+    # Hard time limit of each family's tasks (the soft limit is 90 % of it); a task that sets
+    # its own (maintenance.backup) keeps it. task_time_limit_s stays the default of any other.
+    persist_time_limit_s: int = Field(default=60, ge=2)
+    llm_time_limit_s: int = Field(default=300, ge=2)
+    maintenance_time_limit_s: int = Field(default=6 * 3600, ge=2)
+    # --- beat failover (worker/leader.py; docs/operations.md "Beat failover") ---------------
+    # Any number of `memscribe beat` may run; the one holding the Redis lock <prefix>:beat:leader
+    # sends, renewing it at least every third of this TTL. A standby takes over within
+    # TTL + TTL/3 (13.3 s by default) after the active one dies.
+    beat_lock_ttl_s: float = Field(default=10.0, ge=1.0, le=300.0)
+
     # --- encryption (core/crypto; docs/encryption.md) ---------------------------------------
     # Store the content of a subject's messages, summaries and memories encrypted under the
     # subject's data key (crypto-shredding: destroying the key makes every copy unreadable).
@@ -324,6 +348,17 @@ class Settings(BaseSettings):
     llm_prompt_usd_per_1k_tokens: float = Field(default=0.0, ge=0)
     llm_completion_usd_per_1k_tokens: float = Field(default=0.0, ge=0)
 
+    # --- Flower (memscribe flower; docs/operations.md "Flower") ----------------------------
+    # Where Flower listens: loopback unless set (0.0.0.0 inside a container whose port is
+    # published on the host's loopback only).
+    flower_address: str = "127.0.0.1"
+    flower_port: int = Field(default=5555, ge=1, le=65535)
+    # Basic auth is required: without flower_password `memscribe flower` refuses to start,
+    # unless flower_auth is false (then anyone who reaches the port sees every task).
+    flower_auth: bool = True
+    flower_user: str = Field(default="admin", pattern=r"^[^:,\s]{1,64}$")
+    flower_password: SecretStr = SecretStr("")
+
     @model_validator(mode="after")
     def _derive_broker(self) -> Settings:
         if self.redis_cluster:
@@ -354,6 +389,30 @@ class Settings(BaseSettings):
                 f"countdown or task time limit ({longest_s:g} s)"
             )
         return self
+
+    @model_validator(mode="after")
+    def _family_workers(self) -> Settings:
+        # Workers per family: a bad autoscale range must stop start-up, not the worker's pool.
+        self.llm_autoscale_range  # noqa: B018  (raises ValueError)
+        # A persist or llm task outliving the visibility timeout would be redelivered while it
+        # runs. Maintenance tasks may run longer: they hold leases (backups) or are idempotent.
+        longest_s = max(self.persist_time_limit_s, self.llm_time_limit_s)
+        if self.visibility_timeout_s <= longest_s:
+            raise ValueError(
+                f"visibility_timeout_s ({self.visibility_timeout_s}) must exceed the persist and "
+                f"llm time limits ({longest_s} s)"
+            )
+        return self
+
+    @property
+    def llm_autoscale_range(self) -> tuple[int, int] | None:
+        """``llm_autoscale`` as (max, min) processes; None: a fixed pool."""
+        if not self.llm_autoscale.strip():
+            return None
+        high, low = (int(part) for part in self.llm_autoscale.split(","))
+        if not high >= low >= 1:
+            raise ValueError(f"llm_autoscale needs MAX >= MIN >= 1, got {self.llm_autoscale!r}")
+        return high, low
 
     @model_validator(mode="after")
     def _summaries_make_progress(self) -> Settings:

@@ -20,6 +20,8 @@ from core.client import Enqueue
 from core.errors import ConfigurationError, PermanentError, ValidationError
 from core.memories.lineage import due_subjects
 from core.models import validate_id
+from core.store.lease import Lease, alone
+from core.store.scripts import lua_source
 from core.summaries.budget import Budgets
 from core.summaries.resend import stale_sessions
 from tasks.base import family_task
@@ -61,6 +63,18 @@ def send_summarize(tenant: str, session_id: str) -> None:
     summarize.apply_async(args=[tenant, session_id], queue="llm")
 
 
+# Periodic lease (beat failover): llm.resume_deferred and llm.resend_stale run one at a time;
+# an overlapping run (a slow one still going when the next tick arrives) skips. A run that
+# outlives the lease only risks a duplicate summarize, which is a no-op.
+PERIODIC_LEASE_MS = 60_000
+
+
+def _periodic_lease(task: str) -> Lease:
+    current = runtime()
+    script = current.redis.register_script(lua_source("lease"))
+    return Lease(current.redis, script, current.keys.periodic_lease(task), PERIODIC_LEASE_MS)
+
+
 @family_task("llm.resume_deferred")
 def resume_deferred() -> int:
     """Re-send the summaries a spent daily budget deferred, for tenants with room again (a new
@@ -69,13 +83,17 @@ def resume_deferred() -> int:
     current = runtime()
     budgets = Budgets(current.redis, current.keys, current.settings)
     sent = 0
-    for tenant, sessions in budgets.deferred().items():
-        if budgets.usage(tenant).exhausted:
-            continue
-        for session_id in sessions:
-            send_summarize(tenant, session_id)
-            budgets.undefer(tenant, session_id)
-            sent += 1
+    with alone(_periodic_lease("llm.resume_deferred")) as mine:
+        if not mine:
+            log.info("llm.resume_deferred skipped: another run holds its lease")
+            return 0
+        for tenant, sessions in budgets.deferred().items():
+            if budgets.usage(tenant).exhausted:
+                continue
+            for session_id in sessions:
+                send_summarize(tenant, session_id)
+                budgets.undefer(tenant, session_id)
+                sent += 1
     return sent
 
 
@@ -86,11 +104,15 @@ def resend_stale() -> int:
     was lost). Meant for beat; a duplicate is a no-op."""
     current = runtime()
     budgets = Budgets(current.redis, current.keys, current.settings)
-    stale = stale_sessions(
-        current.redis, current.keys, budgets, after_s=current.settings.summary_resend_after_s
-    )
-    for tenant, session_id in stale:
-        send_summarize(tenant, session_id)
+    with alone(_periodic_lease("llm.resend_stale")) as mine:
+        if not mine:
+            log.info("llm.resend_stale skipped: another run holds its lease")
+            return 0
+        stale = stale_sessions(
+            current.redis, current.keys, budgets, after_s=current.settings.summary_resend_after_s
+        )
+        for tenant, session_id in stale:
+            send_summarize(tenant, session_id)
     if stale:
         log.warning("re-sent %s summaries whose task was lost", len(stale))
     return len(stale)

@@ -93,11 +93,7 @@ def cmd_list(settings: Settings, args: argparse.Namespace) -> int:
     orphans = len(catalog.orphans())
     console.print(
         f"{len(listed)} backups"
-        + (
-            f"; {orphans} incomplete runs without a manifest (prune removes them)"
-            if orphans
-            else ""
-        )
+        + (f"; {orphans} runs without a valid manifest (prune removes them)" if orphans else "")
     )
     return 0
 

@@ -164,6 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
     backup.add_parsers(commands)
     run.add_parsers(commands)
     observe.add_parsers(commands)  # metrics (core/observability)
+    # Flower (worker/flower.py): basic auth required, loopback unless configured.
+    from worker import flower
+
+    flower.add_parser(commands)
     return parser
 
 

@@ -91,9 +91,10 @@ def worker_command(
     """A plain Celery worker for task ``families`` ("persist", "llm", ...): their queues and
     retry queues (or exactly ``queues``). ``autoscale`` is (max, min) processes."""
     consumed = list(queues) or [queue for family in families for queue in family_queues(family)]
-    pool = ["-c", str(concurrency)]
+    # prefork, said explicitly: hard time limits and autoscaling need a process pool.
+    pool = ["-P", "prefork", "-c", str(concurrency)]
     if autoscale:
-        pool = ["--autoscale", f"{autoscale[0]},{autoscale[1]}"]
+        pool = ["-P", "prefork", "--autoscale", f"{autoscale[0]},{autoscale[1]}"]
     return celery_command(
         "worker",
         "-Q",

@@ -1,7 +1,7 @@
 """``memscribe worker`` and ``memscribe beat``: Celery under a supervisor that brings it back.
 
-memscribe worker --families persist -c 2 -n persist
-memscribe worker --families llm --autoscale 8,1 -n llm
+memscribe worker persist          (its pool, queues and time limits from the settings)
+memscribe worker llm --autoscale 8,1 -n llm   (options override the settings)
 memscribe beat
 """
 
@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import socket
 from typing import Any
 
 from config.celery import FAMILIES, QUEUES
 from config.settings import Settings
 from core.client import redis_from_url
-from worker import processes
+from worker import families, processes
 from worker.supervisor import beat_check, supervise, worker_check
 
 LOGLEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -73,16 +72,25 @@ def add_parsers(commands: Any) -> None:
         help="a supervised Celery worker: restarted when it exits or stops draining",
     )
     picked = worker.add_mutually_exclusive_group()
+    # Workers per family (worker/families.py): the family's queues, pool and time limits.
+    picked.add_argument(
+        "family",
+        nargs="?",
+        choices=FAMILIES,
+        help="the family to run, with its pool from the settings (default: persist)",
+    )
     picked.add_argument(
         "--families",
         type=_families,
-        default=["persist"],
         help=f"task families to consume, with their retry queues ({', '.join(FAMILIES)})",
     )
     picked.add_argument("-Q", "--queues", type=_queues, help="exact queues to consume")
     pool = worker.add_mutually_exclusive_group()
     pool.add_argument(
-        "-c", "--concurrency", type=_positive_int, default=2, help="prefork processes (2)"
+        "-c",
+        "--concurrency",
+        type=_positive_int,
+        help="prefork processes (default: the family's setting)",
     )
     pool.add_argument(
         "--autoscale", type=_autoscale, metavar="MAX,MIN", help="grow to MAX processes, down to MIN"
@@ -93,7 +101,9 @@ def add_parsers(commands: Any) -> None:
     worker.set_defaults(handler=cmd_worker)
 
     beat = commands.add_parser(
-        "beat", help="a supervised Celery beat (run exactly one): restarted when it stops ticking"
+        "beat",
+        help="a supervised Celery beat (run several: one sends, the others stand by): "
+        "restarted when it stops ticking",
     )
     beat.add_argument("-l", "--loglevel", type=str.upper, choices=LOGLEVELS, default="INFO")
     _supervision_options(beat, stop_timeout_s=30)
@@ -150,18 +160,13 @@ def _supervision_options(parser: argparse.ArgumentParser, *, stop_timeout_s: flo
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
-    queues = args.queues or [q for f in args.families for q in (f, f"{f}.retry")]
-    name = args.name or (args.families[0] if not args.queues else queues[0].split(".")[0])
-    command = processes.worker_command(
-        queues=queues,
-        concurrency=args.concurrency,
-        autoscale=args.autoscale,
-        name=name if "@" in name else f"{name}@{socket.gethostname()}",
-        loglevel=args.loglevel,
-    )
+    worker = families.plan_from_args(settings, args)
+    command = worker.command(loglevel=args.loglevel)
     # Only a worker that drains the WAL can be judged by completed flushes.
-    role = "persist-worker" if "persist" in queues and not args.no_progress_check else "worker"
-    return _run(command, settings=settings, name=f"worker {name}", role=role, args=args)
+    role = (
+        "persist-worker" if "persist" in worker.queues and not args.no_progress_check else "worker"
+    )
+    return _run(command, settings=settings, name=f"worker {worker.name}", role=role, args=args)
 
 
 def cmd_beat(settings: Settings, args: argparse.Namespace) -> int:

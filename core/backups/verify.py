@@ -84,6 +84,12 @@ def verify(
     catalog = catalog or load_catalog(target)
     if backup_id is None:
         manifests = catalog.newest_first()
+        # A manifest that does not parse or match its checksum is a failed backup, not none.
+        broken = [
+            Verification(broken_id, problems=[reason])
+            for broken_id, reason in sorted(catalog.broken.items(), reverse=True)
+        ]
     else:
         manifests = list(reversed(catalog.chain(backup_id)))
-    return [verify_backup(target, secrets, m, progress=progress) for m in manifests]
+        broken = []
+    return broken + [verify_backup(target, secrets, m, progress=progress) for m in manifests]

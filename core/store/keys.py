@@ -324,9 +324,24 @@ class Keys:
         """Hash: the newest completed backup (id, kind, completed_at, rows) for health."""
         return f"{self.prefix}:backups:last"
 
+    # --- beat failover (worker/leader.py) ---
     def beat_leader(self) -> str:
-        """String: the token of the beat that holds the scheduler lock (read by health)."""
+        """String: the token ("host:pid:random") of the one beat allowed to send (PX lock)."""
         return f"{self.prefix}:beat:leader"
+
+    def beat_slot(self, entry: str, slot: int) -> str:
+        """String: claimed by the beat that sends schedule entry ``entry`` in interval slot
+        ``slot`` (floor(now / interval)): one send per slot however many beats run."""
+        return f"{self.prefix}:beat:slot:{entry}:{slot}"
+
+    def beat_sends(self) -> str:
+        """Stream (capped): one entry per periodic task beat sent (entry, slot, owner)."""
+        return f"{self.prefix}:beat:sends"
+
+    def periodic_lease(self, task: str) -> str:
+        """String: the lease of a periodic task that has no lease of its own
+        (llm.resend_stale, llm.resume_deferred): an overlapping run skips."""
+        return f"{self.prefix}:periodic:{task}:lease"
 
     def task_dead_letters(self) -> str:
         return f"{self.prefix}:dead:tasks"

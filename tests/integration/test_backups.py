@@ -15,6 +15,7 @@ from sqlalchemy.engine import make_url
 
 from config.settings import Settings
 from core.backups import (
+    BackupNotFound,
     BackupTargetError,
     LiveKeys,
     Restorer,
@@ -403,3 +404,21 @@ def test_prune_never_deletes_the_newest_backup_that_verifies(
     assert sorted(report.kept) == sorted(taken[1:])
     assert report.deleted == [taken[0]]
     assert set(load_catalog(target).manifests) == set(taken[1:])
+
+
+def test_a_changed_manifest_is_no_backup_and_fails_verify(
+    client: MemoryClient, drainer: Drainer, tmp_path: Path
+) -> None:
+    """An edited manifest fails its own checksum: not listed, not restorable, a verify failure."""
+    target, manifest = _seeded_backup(client, drainer)
+    path = tmp_path / "backups" / "backups" / manifest.id / "manifest.json"
+    path.write_bytes(path.read_bytes().replace(b'"kind": "full"', b'"kind": "incremental"'))
+
+    catalog = load_catalog(target)
+    results = verify(target, load_secrets(client.settings))
+
+    assert catalog.manifests == {} and manifest.id in catalog.broken
+    assert [(r.backup_id, r.ok) for r in results] == [(manifest.id, False)]
+    assert "checksum" in results[0].problems[0]
+    with pytest.raises(BackupNotFound, match="checksum"):
+        catalog.chain(manifest.id)

@@ -11,9 +11,10 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from config.celery import QUEUES, family_queues
+from config.celery import QUEUES, celery_config, family_queues
 from config.settings import Settings
 from worker.cli import build_parser
+from worker.families import WorkerPlan, plan_from_args
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -93,13 +94,17 @@ def memscribe_args(args: list[str]) -> Any:
     return build_parser().parse_args(args[1:])
 
 
+def worker_plan(args: list[str]) -> WorkerPlan:
+    """What ``memscribe worker ...`` runs with the default settings (worker/families.py)."""
+    return plan_from_args(Settings(database_url="sqlite://"), memscribe_args(args))
+
+
 def worker_queues(services: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
     found = {}
     for name, service in services.items():
         args = argv(service) if "command" in service else []
         if args[:2] == ["memscribe", "worker"]:
-            parsed = memscribe_args(args)
-            found[name] = parsed.queues or [q for f in parsed.families for q in family_queues(f)]
+            found[name] = worker_plan(args).queues
     return found
 
 
@@ -167,28 +172,33 @@ def test_worker_consumes_its_queue(
     """Each worker service runs a supervised ``memscribe worker`` on its family's queues."""
     args = argv(services[name])
     assert args[:2] == ["memscribe", "worker"]
-    parsed = memscribe_args(args)
-    assert (parsed.families, parsed.queues, parsed.name) == ([queue], None, queue)
+    worker = worker_plan(args)
+    assert (worker.family, worker.queues, worker.name) == (queue, family_queues(queue), queue)
     assert worker_queues(services)[name] == family_queues(queue)
 
 
 def test_llm_worker_autoscales_and_others_are_fixed(services: dict[str, dict[str, Any]]) -> None:
-    """The I/O-bound llm worker autoscales; persist and maintenance have fixed concurrency."""
-    high, low = memscribe_args(argv(services["worker-llm"])).autoscale
+    """The I/O-bound llm worker autoscales; persist and maintenance have fixed concurrency,
+    all from the family settings (no pool flags hard-coded in the compose file)."""
+    high, low = worker_plan(argv(services["worker-llm"])).autoscale or (0, 0)
     assert high > low >= 1
     for name in ("worker-persist", "worker-maintenance"):
-        parsed = memscribe_args(argv(services[name]))
-        assert parsed.autoscale is None
-        assert option(argv(services[name]), "-c") is not None and parsed.concurrency >= 1
+        worker = worker_plan(argv(services[name]))
+        assert worker.autoscale is None and worker.concurrency >= 1
+    for name in WORKERS:
+        args = argv(services[name])
+        assert {"-c", "--concurrency", "--autoscale"}.isdisjoint(args), name
 
 
 def test_beat_runs_once(services: dict[str, dict[str, Any]]) -> None:
-    """Exactly one beat runs the scheduler (two would send every periodic task twice)."""
+    """One beat service, replicated for failover: its replicas share the leader lock, so one
+    sends (worker/leader.py); no other service runs a scheduler of its own."""
     assert argv(services["beat"])[:2] == ["memscribe", "beat"]
     memscribe_args(argv(services["beat"]))
-    assert services["beat"].get("deploy", {}).get("replicas", 1) == 1
+    assert services["beat"].get("deploy", {}).get("replicas", 1) == 2
     beats = [n for n, s in services.items() if "command" in s and "beat" in argv(s)[:4]]
     assert beats == ["beat"]
+    assert celery_config(Settings())["beat_scheduler"] == "worker.leader:LeaderScheduler"
 
 
 def test_workers_and_beat_are_supervised(services: dict[str, dict[str, Any]]) -> None:
@@ -221,11 +231,24 @@ def test_healthchecks_run_the_progress_check(
 
 
 def test_flower_publishes_5555(services: dict[str, dict[str, Any]]) -> None:
-    """Flower runs from the app image and is reachable on port 5555."""
-    args = argv(services["flower"])
-    assert args[:4] == ["celery", "-A", "worker.app", "flower"]
-    assert option(args, "--port") == "5555"
-    assert "5555:5555" in {str(p) for p in services["flower"]["ports"]}
+    """Flower runs ``memscribe flower`` on 5555, published on the host's loopback only, and
+    compose refuses to start it without a basic-auth password."""
+    flower = services["flower"]
+    args = argv(flower)
+    assert args == ["memscribe", "flower"]
+    assert memscribe_args(args).handler.__name__ == "cmd_flower"
+    assert {str(p) for p in flower["ports"]} == {"127.0.0.1:5555:5555"}
+    env = environment(flower)
+    # Inside the container it listens on every interface, or the published port reaches nothing.
+    assert (env["MEMSCRIBE_FLOWER_ADDRESS"], env["MEMSCRIBE_FLOWER_PORT"]) == ("0.0.0.0", "5555")
+    assert re.fullmatch(
+        r"\$\{MEMSCRIBE_FLOWER_PASSWORD:\?[^}]+\}", env["MEMSCRIBE_FLOWER_PASSWORD"]
+    )
+    assert env.get("MEMSCRIBE_FLOWER_AUTH", "true").lower() not in {"false", "0", "no"}
+    # The shared settings are merged in, not replaced by Flower's own.
+    assert (
+        env["MEMSCRIBE_BROKER_URL"] == environment(services["worker-llm"])["MEMSCRIBE_BROKER_URL"]
+    )
 
 
 def test_migrate_is_one_shot_after_postgres(services: dict[str, dict[str, Any]]) -> None:
@@ -325,7 +348,7 @@ def test_dockerfile_default_command_is_persist_worker(dockerfile: list[tuple[str
     assert len(cmds) == 1
     command = yaml.safe_load(cmds[0])  # the exec form is a JSON array
     assert command[:2] == ["memscribe", "worker"]
-    assert memscribe_args(command).families == ["persist"]
+    assert worker_plan(command).family == "persist"
     assert "TIKTOKEN_CACHE_DIR" in {args.split("=")[0] for i, args in dockerfile if i == "ENV"}
 
 

@@ -49,8 +49,9 @@ def test_celery_config_is_safe() -> None:
     assert config["task_ignore_result"] is True
     assert config["worker_send_task_events"] and config["task_send_sent_event"]
     assert [queue.name for queue in config["task_queues"]] == list(QUEUES)
-    # The default PersistentScheduler keeps its state in a shelve file, i.e. pickle.
-    assert config["beat_scheduler"] == "celery.beat:Scheduler"
+    # The default PersistentScheduler keeps its state in a shelve file, i.e. pickle; ours is
+    # the in-memory one behind a leader lock (worker/leader.py).
+    assert config["beat_scheduler"] == "worker.leader:LeaderScheduler"
     assert config["broker_transport_options"]["visibility_timeout"] >= config["task_time_limit"]
 
 
