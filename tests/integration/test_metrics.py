@@ -68,10 +68,14 @@ def exporter(metrics_settings: Settings, redis_client: Any) -> Iterator[Exporter
     server.stop()
 
 
-def wait_for(check: Callable[[], bool], *, timeout_s: float, what: str) -> None:
+def wait_for(
+    check: Callable[[], bool], *, timeout_s: float, what: str, log: Path | None = None
+) -> None:
     deadline = time.monotonic() + timeout_s
     while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        if time.monotonic() > deadline:
+            tail = log.read_text(errors="replace")[-3000:] if log and log.exists() else ""
+            raise AssertionError(f"timed out waiting for {what}\n{tail}")
         time.sleep(0.2)
 
 
@@ -136,7 +140,7 @@ def test_backlog_rises_then_drains_and_counters_match(
 
 @pytest.mark.slow
 def test_twenty_worker_restarts_add_no_series(
-    metrics_settings: Settings, redis_client: Any, exporter: Exporter, spawn: Any
+    metrics_settings: Settings, redis_client: Any, exporter: Exporter, spawn: Any, tmp_path: Path
 ) -> None:
     """Start a worker, let it flush once, stop it, 20 times: the series count stays put."""
     client = MemoryClient(redis=redis_client, settings=metrics_settings)
@@ -160,7 +164,8 @@ def test_twenty_worker_restarts_add_no_series(
             )
             return done == 10 * (run + 1)
 
-        wait_for(flushed, timeout_s=60, what=f"run {run} to flush")
+        log = Path(tmp_path) / f"persist-{run}.log"
+        wait_for(flushed, timeout_s=120, what=f"run {run} to flush", log=log)
         processes.stop(worker, timeout_s=15)
         assert worker.returncode is not None
         counts.append(len(scrape(exporter.port)[0]))
