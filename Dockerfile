@@ -32,8 +32,12 @@ RUN pip install . "flower>=2.0" \
     && if [ "$TIKTOKEN_PREFETCH" = "1" ]; then \
          python -c "import tiktoken; tiktoken.get_encoding('o200k_base'); tiktoken.get_encoding('cl100k_base')"; \
        fi \
-    && chown -R memscribe:memscribe "$TIKTOKEN_CACHE_DIR"
+    && chown -R memscribe:memscribe "$TIKTOKEN_CACHE_DIR" \
+    && mkdir -p /var/lib/memscribe/metrics \
+    && chown -R memscribe:memscribe /var/lib/memscribe
 
+# /var/lib/memscribe/metrics: the Prometheus samples volume (docs/observability.md), writable
+# by the user the processes run as.
 USER memscribe
 
 # Supervised: Celery is restarted when it exits or stops draining (docs/operations.md).

@@ -335,6 +335,19 @@ class Settings(BaseSettings):
     backup_export_keys: bool = True
     keystore_export_retention_s: int = Field(default=7 * 24 * 3600, ge=60)
 
+    # --- observability: Prometheus metrics and health (core/observability) --------------------
+    # Where worker processes write their counters and histograms (prometheus-client's
+    # multiprocess mode: PROMETHEUS_MULTIPROC_DIR) and `memscribe metrics` reads them. One
+    # directory per host, shared by every memscribe process on it.
+    metrics_dir: str = "./var/metrics"
+    # `memscribe health`: unhealthy when the WAL's backlog (pending + undelivered over every
+    # shard) reaches this many entries, and, when above 0, when the newest backup is older.
+    health_max_lag: int = Field(default=100_000, ge=0)
+    health_max_backup_age_s: float = Field(default=0.0, ge=0)
+    # The price of LLM tokens, for memscribe_llm_cost_usd_total (0: cost not counted).
+    llm_prompt_usd_per_1k_tokens: float = Field(default=0.0, ge=0)
+    llm_completion_usd_per_1k_tokens: float = Field(default=0.0, ge=0)
+
     # --- Flower (memscribe flower; docs/operations.md "Flower") ----------------------------
     # Where Flower listens: loopback unless set (0.0.0.0 inside a container whose port is
     # published on the host's loopback only).

@@ -7,6 +7,7 @@ from celery import Celery
 import worker.signals  # noqa: F401  (registers the fork-safety handlers)
 from config.celery import celery_config
 from config.settings import get_settings
+from worker import telemetry  # noqa: F401  (Prometheus metrics: core/observability)
 
 app = Celery(
     "memscribe",

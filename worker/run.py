@@ -118,15 +118,23 @@ def add_health_parser(commands: Any) -> None:
     )
     health.add_argument(
         "role",
+        nargs="?",
         choices=("persist-worker", "beat"),
         help="persist-worker: no flush completed in the stall window while a backlog waits "
-        "and beat ticks; beat: no flush tick sent in the stall window",
+        "and beat ticks; beat: no flush tick sent in the stall window; none: Redis, broker, "
+        "store and WAL lag (worker/observe.py)",
     )
+    # Observability (core/observability): `memscribe health [--json]` with no role.
+    health.add_argument("--json", action="store_true", help="with no role: the report as JSON")
     health.set_defaults(handler=cmd_health)
 
 
 def cmd_health(settings: Settings, args: argparse.Namespace) -> int:
     """The supervisor's own check, once: 0 healthy (or Redis unreachable: say so), 1 stalled."""
+    if args.role is None:
+        from worker.observe import cmd_health_all
+
+        return cmd_health_all(settings, args)
     client = redis_from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
     try:
         check = worker_check if args.role == "persist-worker" else beat_check

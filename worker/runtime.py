@@ -16,6 +16,7 @@ from config.settings import Settings, get_settings
 from core.crypto.vault import keyed_engine
 from core.log.drainer import Drainer
 from core.memories.consolidate import Consolidator
+from core.observability.instruments import MeteredDrainer, meter_summarizer
 from core.store.connections import redis_client
 from core.store.keys import Keys
 from core.store.tokens import token_counter
@@ -41,19 +42,21 @@ class Runtime:
 
     @cached_property
     def drainer(self) -> Drainer:
-        return Drainer(redis=self.redis, engine=self.engine, settings=self.settings)
+        # Metered: batch sizes and durations, drained counts (core/observability).
+        return MeteredDrainer(redis=self.redis, engine=self.engine, settings=self.settings)
 
     @cached_property
     def summarizer(self) -> SessionSummarizer:
         """This process's summarizer: these clients and the configured backend."""
         tokens = token_counter(self.settings.tokenizer, self.settings.model)
-        return SessionSummarizer(
+        summarizer = SessionSummarizer(
             redis=self.redis,
             engine=self.engine,
             settings=self.settings,
             backend=build_backend(self.settings, tokens),
             tokens=tokens,
         )
+        return meter_summarizer(summarizer)  # LLM tokens and cost per tenant
 
     @cached_property
     def consolidator(self) -> Consolidator:

@@ -350,3 +350,34 @@ def test_dockerfile_default_command_is_persist_worker(dockerfile: list[tuple[str
     assert command[:2] == ["memscribe", "worker"]
     assert worker_plan(command).family == "persist"
     assert "TIKTOKEN_CACHE_DIR" in {args.split("=")[0] for i, args in dockerfile if i == "ENV"}
+
+
+# --- observability: the metrics service (docs/observability.md) ----------------------------
+
+
+def test_metrics_service_exports_on_loopback_with_a_readyz_healthcheck(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """`memscribe metrics` on 9808, published on 127.0.0.1 only, healthy when /readyz is 200."""
+    metrics = services["metrics"]
+    args = argv(metrics)
+    assert args[:2] == ["memscribe", "metrics"]
+    parsed = build_parser().parse_args(args[1:])
+    assert (parsed.host, parsed.port) == ("0.0.0.0", 9808)
+    assert [str(p) for p in metrics["ports"]] == ["127.0.0.1:9808:9808"]
+    test = metrics["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "python", "-c"]
+    assert "http://127.0.0.1:9808/readyz" in test[3]
+    assert metrics.get("build") in (".", {"context": "."})
+
+
+def test_every_app_service_shares_the_metrics_volume(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """Workers, beat and the exporter write and read samples in one volume, named in settings."""
+    for name in sorted({*APP_SERVICES, "metrics"}):
+        service = services[name]
+        directory = environment(service)["MEMSCRIBE_METRICS_DIR"]
+        assert f"metrics:{directory}" in service.get("volumes", []), name
+    compose = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
+    assert "metrics" in compose["volumes"]

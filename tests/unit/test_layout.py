@@ -42,6 +42,9 @@ ALLOWED = {
         "crypto",
         "retention",
     },
+    # Observability reads the WAL, dead letters and backoff (log), meters the drainer and the
+    # budgets (log, summaries) and reads the last backup's record (store).
+    "observability": {"log", "summaries", "store"},
 }
 MAX_LINES = 400
 
