@@ -28,7 +28,14 @@ from core.erasure.receipts import QUEUED, SUBJECT, TENANT, Receipt
 from core.erasure.sessions import EVERYTHING, SessionClearer
 from core.memories.wal import subject_lock_key
 from core.models import validate_id
-from core.store.db import insert_for, memories, memory_lineage, memory_tombstones, sessions
+from core.store.db import (
+    insert_for,
+    memories,
+    memory_lineage,
+    memory_tombstones,
+    sessions,
+    write_lock,
+)
 from core.store.db_errors import translate_errors
 from core.store.keys import Keys
 from core.store.redis_errors import redis_errors
@@ -148,6 +155,7 @@ class ErasureRequests:
             ]
         now = datetime.now(UTC)
         with translate_errors(), self._engine().begin() as connection:
+            write_lock(connection)  # SQLite: no drainer writes between our read and delete
             if connection.dialect.name == "postgresql":
                 # Exclusive: a drainer holding the subject's shared lock commits first (and
                 # its rows are deleted below); one after us sees the tombstones.

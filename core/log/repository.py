@@ -22,7 +22,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from core.memories.wal import MemoryRow, apply_memory_rows
 from core.retention.policy import NO_RETENTION, RetentionPolicy
 from core.state.wal import StateRow, apply_state_rows
-from core.store.db import message_tombstones, messages, sessions
+from core.store.db import message_tombstones, messages, sessions, write_lock
 from core.store.db_errors import translate_errors
 
 MESSAGE_COLUMNS = (
@@ -286,6 +286,7 @@ def persist_messages(
         return 0
     inserted = 0
     with translate_errors(), engine.begin() as connection:
+        write_lock(connection)  # SQLite: the floors and tombstones read below cannot move
         if rows and connection.dialect.name == "postgresql":
             inserted = _persist_postgres(connection, rows, policy)
         elif rows:

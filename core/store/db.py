@@ -333,6 +333,21 @@ def insert_for(connection: Connection, table: Table) -> Any:
     return (pg_insert if connection.dialect.name == "postgresql" else sqlite_insert)(table)
 
 
+def write_lock(connection: Connection) -> None:
+    """On SQLite, take the database's write lock now, before the transaction reads.
+
+    pysqlite starts a transaction only at the first write, so whatever a transaction reads
+    before it (floors, tombstones) could change under it before it writes: ``BEGIN
+    IMMEDIATE`` makes the read and the write one step, as PostgreSQL's row and advisory locks
+    do. A no-op on PostgreSQL, and once the transaction has begun.
+    """
+    if connection.dialect.name != "sqlite":
+        return
+    raw = connection.connection.dbapi_connection
+    if raw is not None and not raw.in_transaction:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def of_session(table: Table, tenant: str, session_id: str) -> Any:
     """The rows of one session in any table keyed by (tenant, session_id)."""
     return (table.c.tenant == tenant) & (table.c.session_id == session_id)
