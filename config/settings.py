@@ -220,6 +220,10 @@ class Settings(OperationsSettings):
     # Agent results: consumed ones kept for inspection; unconsumed ones held at most.
     state_results_retention: int = Field(default=100, ge=0, le=100_000)
     state_results_max_unconsumed: int = Field(default=10_000, ge=1, le=1_000_000)
+    # LangGraph checkpoints (core/checkpoints): one put's or put_writes' serialized size at
+    # most, and how long Redis holds a thread's checkpoints after its last write.
+    checkpoint_max_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    checkpoint_ttl_s: int = Field(default=3600, ge=1)
     max_result_bytes: int = Field(default=64 * 1024, ge=16, le=16 * 1024 * 1024)
 
     # --- retention (core/retention; docs/retention.md) -----------------------------------

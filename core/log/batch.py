@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from sqlalchemy import Engine
 
 from config.settings import Settings
+from core.checkpoints.wal import CheckpointRow, ThreadDeleteRow, WritesRow
 from core.crypto.vault import sealing
 from core.errors import PermanentError
 from core.log.backpressure import Drained
@@ -97,15 +98,20 @@ def _persist_isolating(
     rows: list[MessageRow] = []
     memory_rows: list[MemoryRow] = []
     state_rows: list[StateRow] = []
+    checkpoint_rows: list[CheckpointRow | WritesRow | ThreadDeleteRow] = []
     for _, known in items:
         if isinstance(known.row, MessageRow):
             rows.append(known.row)
+        elif isinstance(known.row, CheckpointRow | WritesRow | ThreadDeleteRow):
+            checkpoint_rows.append(known.row)
         elif isinstance(known.row, StatePatchRow | ResultRow | ConsumedRow):
             state_rows.append(known.row)
         else:
             memory_rows.append(known.row)
     try:
-        inserted = persist_messages(engine, rows, memory_rows, state_rows, policy=policy)
+        inserted = persist_messages(
+            engine, rows, memory_rows, state_rows, checkpoint_rows, policy=policy
+        )
     except PermanentError as exc:
         if len(items) == 1:
             log.warning("dead-lettering WAL entry %s: %s", items[0][0][0], exc)

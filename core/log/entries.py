@@ -12,7 +12,8 @@ each entry one of three fates:
   will ever decode it; dead-lettered raw, so an operator can look at it.
 
 Later kinds add a decoder to ``DECODERS``: memories (``r``, ``u``, ``a``; ``core/memories/wal.py``),
-state (``st``, ``ar``, ``ac``; ``core/state/wal.py``).
+state (``st``, ``ar``, ``ac``; ``core/state/wal.py``), checkpoints (``cp``, ``cw``, ``cd``;
+``core/checkpoints/wal.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from core.checkpoints import wal as checkpoint_wal
+from core.checkpoints.wal import CheckpointWalRow
 from core.errors import PermanentError
 from core.log.repository import MessageRow
 from core.memories import wal as memory_wal
@@ -37,7 +40,7 @@ MESSAGE = ("m", "1")
 KIND_SHAPE = re.compile(r"[a-z]{1,8}")
 VERSION_SHAPE = re.compile(r"[1-9][0-9]{0,3}")
 RawFields = Mapping[bytes, bytes]
-Row = MessageRow | MemoryRow | StateRow
+Row = MessageRow | MemoryRow | StateRow | CheckpointWalRow
 Decoder = Callable[[dict[str, str]], Row]
 
 
@@ -72,6 +75,7 @@ DECODERS: dict[tuple[str, str], Decoder] = {
     MESSAGE: decode_message,
     **memory_wal.DECODERS,
     **state_wal.DECODERS,
+    **checkpoint_wal.DECODERS,
 }
 
 

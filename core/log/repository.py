@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, func, select, tuple_
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from core.checkpoints.wal import CheckpointWalRow, apply_checkpoint_rows
 from core.memories.wal import MemoryRow, apply_memory_rows
 from core.retention.policy import NO_RETENTION, RetentionPolicy
 from core.state.wal import StateRow, apply_state_rows
@@ -274,15 +275,16 @@ def persist_messages(
     rows: Sequence[MessageRow],
     memory_rows: Sequence[MemoryRow] = (),
     state_rows: Sequence[StateRow] = (),
+    checkpoint_rows: Sequence[CheckpointWalRow] = (),
     *,
     policy: RetentionPolicy = NO_RETENTION,
 ) -> int:
-    """Write ``rows`` and their sessions, and apply ``memory_rows`` and ``state_rows`` in
-    order, in one transaction; returns rows newly inserted or changed.
+    """Write ``rows`` and their sessions, and apply ``memory_rows``, ``state_rows`` and
+    ``checkpoint_rows`` in order, in one transaction; returns rows newly inserted or changed.
 
     Idempotent on ``message_id``: a batch that is replayed after a crash inserts nothing twice.
     """
-    if not rows and not memory_rows and not state_rows:
+    if not rows and not memory_rows and not state_rows and not checkpoint_rows:
         return 0
     inserted = 0
     with translate_errors(), engine.begin() as connection:
@@ -299,4 +301,6 @@ def persist_messages(
             inserted += apply_memory_rows(connection, memory_rows, policy=policy)
         if state_rows:
             inserted += apply_state_rows(connection, state_rows, policy=policy)
+        if checkpoint_rows:
+            inserted += apply_checkpoint_rows(connection, checkpoint_rows, policy=policy)
     return inserted

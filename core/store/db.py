@@ -389,3 +389,8 @@ def migrate(url: str, revision: str = "head") -> None:
     if url.startswith("sqlite"):
         make_engine(url).dispose()  # creates the folder of the SQLite file
     command.upgrade(alembic_config(url), revision)
+
+
+# The checkpoint tables live in their own module (on this metadata); importing them here keeps
+# one schema for migrations, backups and tests.
+from core.store import checkpoint_tables as checkpoint_tables  # noqa: E402

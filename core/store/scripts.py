@@ -42,6 +42,10 @@ class Scripts:
     subject_erase: Script
     message_delete: Script
     purge_buffer: Script
+    checkpoint_put: Script
+    checkpoint_writes: Script
+    checkpoint_read: Script
+    checkpoint_delete: Script
 
     @classmethod
     def register(cls, client: redis.Redis, *, preload: bool = True) -> Scripts:

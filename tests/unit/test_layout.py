@@ -25,7 +25,7 @@ ALLOWED = {
     "summaries": {"store", "crypto", "retention"},
     "sessions": {"summaries", "store", "crypto"},
     "memories": {"summaries", "store", "crypto", "retention"},
-    "log": {"sessions", "memories", "state", "store", "crypto", "retention"},
+    "log": {"sessions", "memories", "state", "checkpoints", "store", "crypto", "retention"},
     "cache": {"store"},
     "state": {"cache", "store", "crypto", "retention"},
     # Backups read and write the durable tables as stored, sealed under the subjects' keys.

@@ -1,0 +1,384 @@
+"""``MemscribeSaver``: a LangGraph checkpointer with memscribe's write-behind.
+
+``put`` and ``put_writes`` are one Redis round trip each (an EVALSHA that also appends to the
+thread's WAL shard); the drainers make them durable in PostgreSQL, exactly once. Reads come
+from Redis and fall through to PostgreSQL for what Redis no longer holds; they see their own
+writes before any drain. ``delete_thread`` hides the thread from every reader at once (a floor
+in Redis) and the purge deletes its rows (docs/langgraph.md).
+
+    from core.integrations.langgraph import MemscribeSaver
+
+    saver = MemscribeSaver.from_settings()  # MEMSCRIBE_* settings
+    graph = builder.compile(checkpointer=saver)
+    graph.invoke(inputs, {"configurable": {"thread_id": "chat-42"}})
+
+Values are serialized by LangGraph's serializer (msgpack or JSON; pickle is refused), exactly
+as the other savers store them. Channel values that are plain (None, str, int, float, bool)
+stay inside the checkpoint; the others are blobs keyed by (channel, version), so a checkpoint
+stores only the channels that changed.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
+
+import redis.asyncio as aredis
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    WRITES_IDX_MAP,
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    get_checkpoint_id,
+    get_serializable_checkpoint_metadata,
+    writes_sort_key,
+)
+from langgraph.checkpoint.serde.base import SerializerProtocol
+from langgraph.checkpoint.serde.types import _DeltaSnapshot
+
+from config.settings import Settings, get_settings
+from core.checkpoints import threads
+from core.checkpoints.keys import CheckpointKeys
+from core.checkpoints.model import (
+    EMPTY,
+    Blob,
+    CheckpointRecord,
+    Loaded,
+    PendingWrite,
+    b64,
+    check_checkpoint_id,
+    check_metadata,
+    check_name,
+    check_type,
+    unb64,
+)
+from core.checkpoints.store import AsyncCheckpointStore, CheckpointStore
+from core.crypto.vault import keyed_engine
+from core.errors import ValidationError
+from core.store.connections import redis_client
+
+_PLAIN = (str, int, float, bool)
+
+
+def _configurable(config: RunnableConfig | None, name: str = "config") -> dict[str, Any]:
+    configurable = (config or {}).get("configurable")
+    if not isinstance(configurable, dict) or configurable.get("thread_id") is None:
+        raise ValidationError(
+            name, "must carry configurable.thread_id (memscribe keeps checkpoints per thread)"
+        )
+    return configurable
+
+
+def _thread(configurable: dict[str, Any]) -> str:
+    return str(configurable["thread_id"])
+
+
+def _ns(configurable: dict[str, Any]) -> str:
+    return check_name("checkpoint_ns", configurable.get("checkpoint_ns") or "")
+
+
+def _config(thread: str, ns: str, checkpoint_id: str) -> RunnableConfig:
+    return {
+        "configurable": {"thread_id": thread, "checkpoint_ns": ns, "checkpoint_id": checkpoint_id}
+    }
+
+
+class MemscribeSaver(BaseCheckpointSaver[str]):
+    """A LangGraph checkpointer over memscribe. Thread-safe; share one per process. The async
+    methods run on ``redis.asyncio`` (their PostgreSQL reads in a worker thread)."""
+
+    def __init__(
+        self,
+        *,
+        store: CheckpointStore,
+        async_store: AsyncCheckpointStore | None = None,
+        tenant: str = "default",
+        serde: SerializerProtocol | None = None,
+    ) -> None:
+        super().__init__(serde=serde)
+        self.store = store
+        self.async_store = async_store
+        self.tenant = tenant
+        store.keys(tenant, "probe")  # validates the tenant now, not at the first put
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings | None = None,
+        *,
+        tenant: str = "default",
+        serde: SerializerProtocol | None = None,
+    ) -> MemscribeSaver:
+        """A saver for the configured stores (``MEMSCRIBE_REDIS_URL``, ``_DATABASE_URL``)."""
+        settings = settings or get_settings()
+        engine = keyed_engine(settings)
+        store = CheckpointStore(
+            redis=redis_client(settings), settings=settings, engine=lambda: engine
+        )
+        async_store = AsyncCheckpointStore(
+            redis=async_redis(settings), settings=settings, engine=lambda: engine
+        )
+        return cls(store=store, async_store=async_store, tenant=tenant, serde=serde)
+
+    # --- shared by the sync and async paths -----------------------------------------------
+
+    def _keys(self, thread: str) -> CheckpointKeys:
+        return self.store.keys(self.tenant, thread)
+
+    def _prepare_put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> tuple[CheckpointKeys, CheckpointRecord, list[Blob], RunnableConfig]:
+        configurable = _configurable(config)
+        thread, ns = _thread(configurable), _ns(configurable)
+        keys = self._keys(thread)
+        checkpoint_id = check_checkpoint_id("checkpoint.id", checkpoint["id"])
+        parent = configurable.get("checkpoint_id")
+        inline = dict(checkpoint["channel_values"])
+        blobbed: dict[str, Any] = {}
+        for channel, value in checkpoint["channel_values"].items():
+            if isinstance(value, _DeltaSnapshot):
+                blobbed[channel] = inline.pop(channel)
+                inline[channel] = True  # PostgresSaver's marker: the blob replaces it on load
+            elif value is not None and not isinstance(value, _PLAIN):
+                blobbed[channel] = inline.pop(channel)
+        blobs = []
+        for channel, version in new_versions.items():
+            check_name("channel", channel)
+            if channel in blobbed:
+                kind, data = self.serde.dumps_typed(blobbed[channel])
+                blobs.append(Blob(channel, str(version), check_type("type", kind), b64(data)))
+            elif channel not in inline:
+                blobs.append(Blob(channel, str(version), EMPTY, None))
+        kind, data = self.serde.dumps_typed({**checkpoint, "channel_values": inline})
+        record = CheckpointRecord(
+            ns=ns,
+            checkpoint_id=checkpoint_id,
+            parent_id=None if parent is None else check_checkpoint_id("parent", str(parent)),
+            type=check_type("checkpoint type", kind),
+            checkpoint=b64(data),
+            metadata=check_metadata(get_serializable_checkpoint_metadata(config, metadata)),
+            blobs=tuple(
+                (channel, str(version))
+                for channel, version in checkpoint["channel_versions"].items()
+                if channel not in inline
+            ),
+        )
+        return keys, record, blobs, _config(thread, ns, checkpoint_id)
+
+    def _prepare_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str,
+    ) -> tuple[CheckpointKeys, str, str, list[PendingWrite], bool]:
+        configurable = _configurable(config)
+        thread, ns = _thread(configurable), _ns(configurable)
+        checkpoint_id = check_checkpoint_id("checkpoint_id", configurable.get("checkpoint_id"))
+        check_name("task_id", task_id)
+        check_name("task_path", task_path)
+        pending = []
+        for idx, (channel, value) in enumerate(writes):
+            kind, data = self.serde.dumps_typed(value)
+            pending.append(
+                PendingWrite(
+                    task_id,
+                    WRITES_IDX_MAP.get(channel, idx),
+                    check_name("channel", channel),
+                    check_type("type", kind),
+                    b64(data),
+                    task_path,
+                )
+            )
+        # Special channels (errors, interrupts) replace what they wrote before, as in
+        # LangGraph's own savers; ordinary writes are kept as first written.
+        replace = all(channel in WRITES_IDX_MAP for channel, _ in writes)
+        return self._keys(thread), ns, checkpoint_id, pending, replace
+
+    def _tuple(self, thread: str, found: Loaded) -> CheckpointTuple:
+        record = found.record
+        checkpoint = self.serde.loads_typed((record.type, unb64(record.checkpoint)))
+        values = {
+            channel: self.serde.loads_typed((kind, unb64(data)))
+            for channel, (kind, data) in found.values.items()
+        }
+        checkpoint["channel_values"] = {**(checkpoint.get("channel_values") or {}), **values}
+        writes = sorted(found.writes, key=lambda w: writes_sort_key(w.task_path, w.task_id, w.idx))
+        return CheckpointTuple(
+            config=_config(thread, record.ns, record.checkpoint_id),
+            checkpoint=checkpoint,
+            metadata=record.metadata,  # type: ignore[arg-type]
+            parent_config=(
+                None if record.parent_id is None else _config(thread, record.ns, record.parent_id)
+            ),
+            pending_writes=[
+                (w.task_id, w.channel, self.serde.loads_typed((w.type, unb64(w.value))))
+                for w in writes
+            ],
+        )
+
+    def _list_args(
+        self, config: RunnableConfig | None, before: RunnableConfig | None
+    ) -> tuple[str, CheckpointKeys, str | None, str | None]:
+        configurable = _configurable(config)
+        thread = _thread(configurable)
+        ns = None if "checkpoint_ns" not in configurable else _ns(configurable)
+        before_id = None if before is None else get_checkpoint_id(before)
+        return thread, self._keys(thread), ns, before_id
+
+    def _async(self) -> AsyncCheckpointStore:
+        if self.async_store is None:
+            raise ValidationError(
+                "async_store",
+                "this saver was built without one: use MemscribeSaver.from_settings()",
+            )
+        return self.async_store
+
+    # --- sync -----------------------------------------------------------------------------
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        configurable = _configurable(config)
+        thread = _thread(configurable)
+        found = self.store.get(self._keys(thread), _ns(configurable), get_checkpoint_id(config))
+        return None if found is None else self._tuple(thread, found)
+
+    def list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        thread, keys, ns, before_id = self._list_args(config, before)
+        for found in self.store.list(
+            keys, ns, before=before_id, limit=limit, metadata_filter=filter
+        ):
+            yield self._tuple(thread, found)
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        keys, record, blobs, stored = self._prepare_put(config, checkpoint, metadata, new_versions)
+        self.store.put(keys, record, blobs)
+        return stored
+
+    def put_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        keys, ns, checkpoint_id, pending, replace = self._prepare_writes(
+            config, writes, task_id, task_path
+        )
+        if pending:
+            self.store.put_writes(keys, ns, checkpoint_id, pending, replace=replace)
+
+    def delete_thread(self, thread_id: str) -> None:
+        self.store.delete_thread(self._keys(str(thread_id)))
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        source, target = self._keys(str(source_thread_id)), self._keys(str(target_thread_id))
+        threads.copy_thread(self.store, source, target)
+
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        for thread_id in thread_ids:
+            threads.prune(self.store, self._keys(str(thread_id)), _strategy(strategy))
+
+    # --- async ----------------------------------------------------------------------------
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        configurable = _configurable(config)
+        thread = _thread(configurable)
+        found = await self._async().get(
+            self._keys(thread), _ns(configurable), get_checkpoint_id(config)
+        )
+        return None if found is None else self._tuple(thread, found)
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        thread, keys, ns, before_id = self._list_args(config, before)
+        async for found in self._async().list(
+            keys, ns, before=before_id, limit=limit, metadata_filter=filter
+        ):
+            yield self._tuple(thread, found)
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        keys, record, blobs, stored = self._prepare_put(config, checkpoint, metadata, new_versions)
+        await self._async().put(keys, record, blobs)
+        return stored
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        keys, ns, checkpoint_id, pending, replace = self._prepare_writes(
+            config, writes, task_id, task_path
+        )
+        if pending:
+            await self._async().put_writes(keys, ns, checkpoint_id, pending, replace=replace)
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await self._async().delete_thread(self._keys(str(thread_id)))
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        source, target = self._keys(str(source_thread_id)), self._keys(str(target_thread_id))
+        await threads.acopy_thread(self._async(), source, target)
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        for thread_id in thread_ids:
+            await threads.aprune(self._async(), self._keys(str(thread_id)), _strategy(strategy))
+
+    def get_next_version(self, current: str | None, channel: None) -> str:
+        """Versions that sort as strings (PostgresSaver's shape): the counter, then noise."""
+        if current is None:
+            number = 0
+        elif isinstance(current, int):
+            number = current
+        else:
+            number = int(str(current).split(".")[0])
+        return f"{number + 1:032}.{random.random():016}"
+
+
+def _strategy(strategy: str) -> str:
+    if strategy not in threads.STRATEGIES:
+        raise ValidationError("strategy", f"must be one of {', '.join(threads.STRATEGIES)}")
+    return strategy
+
+
+def async_redis(settings: Settings) -> aredis.Redis:
+    """A ``redis.asyncio`` client for the configured data Redis (text replies)."""
+    if settings.redis_cluster:
+        from redis.asyncio.cluster import RedisCluster
+
+        return RedisCluster.from_url(settings.redis_url, decode_responses=True)  # type: ignore[return-value]
+    return aredis.Redis.from_url(settings.redis_url, decode_responses=True)
