@@ -83,7 +83,7 @@ def read_call(keys: CheckpointKeys, ns: str, checkpoint_id: str | None) -> Call:
 
 
 def delete_call(keys: CheckpointKeys) -> Call:
-    return keys.all()[:7], [keys.tenant, keys.thread_id, CLOCK_TTL_S]
+    return keys.all(), [keys.tenant, keys.thread_id, CLOCK_TTL_S]
 
 
 def _text(value: Any) -> str:

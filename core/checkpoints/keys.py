@@ -31,6 +31,8 @@ class CheckpointKeys:
     wal: str
     tenant_bytes: str
     pressure: str
+    # The shard's set of the tenant's threads with checkpoints (erase_tenant's index).
+    tenant_threads: str
 
     def all(self) -> list[str]:
         """The keys in the order the checkpoint scripts take them."""
@@ -44,6 +46,7 @@ class CheckpointKeys:
             self.wal,
             self.tenant_bytes,
             self.pressure,
+            self.tenant_threads,
         ]
 
     def data(self) -> list[str]:
@@ -67,4 +70,9 @@ def checkpoint_keys(keys: Keys, tenant: str, thread_id: str) -> CheckpointKeys:
         wal=session.wal,
         tenant_bytes=session.tenant_bytes,
         pressure=session.pressure,
+        tenant_threads=tenant_threads_key(keys, session.shard, tenant),
     )
+
+
+def tenant_threads_key(keys: Keys, shard: int, tenant: str) -> str:
+    return f"{keys.tag(shard)}:cpt:{tenant}"

@@ -3,7 +3,7 @@
 --   member -> record JSON)  KEYS[3] blobs (hash "<ns>\0<channel>\0<version>" -> "<type>|<b64>")
 --   KEYS[4] writes (hash)  KEYS[5] writes index (zset)  KEYS[6] clock (hash: "hw" the newest
 --   write's time, "floor" the last delete_thread's)  KEYS[7] WAL  KEYS[8] tenant bytes
---   KEYS[9] pressure flag
+--   KEYS[9] pressure flag  KEYS[10] the shard's set of the tenant's threads
 -- ARGV: tenant, thread, ns, checkpoint id, record JSON, blobs JSON ([[channel, version, type,
 --   b64], ...]), ttl_s, clock ttl_s, max_wal_backlog, tenant budget bytes, reserve ratio.
 -- Returns the write's time in microseconds (Redis's clock, never at or below the thread's
@@ -53,8 +53,10 @@ local payload = '{"r":' .. record .. ',"b":' .. blob_json .. '}'
 redis.call('XADD', wal, '*', 'k', 'cp', 'v', '1', 't', tenant, 's', ARGV[2], 'w', stamp,
   'd', payload)
 redis.call('HINCRBY', KEYS[8], tenant, #payload)
+redis.call('SADD', KEYS[10], ARGV[2])
 for i = 1, 5 do
   redis.call('EXPIRE', KEYS[i], ARGV[7])
 end
 redis.call('EXPIRE', clock, ARGV[8])
+redis.call('EXPIRE', KEYS[10], ARGV[8])
 return stamp

@@ -2,7 +2,8 @@
 
 One run (``maintenance.purge_expired`` on beat, or ``memscribe purge``) deletes, in this order:
 messages, summaries, memories, state history, agent results, then session rows with nothing
-left, then llm_usage rows; each in batches of ``purge_batch_rows`` rows, one short
+left, LangGraph checkpoints past their retention (of state) and those of deleted threads, then
+llm_usage rows; each in batches of ``purge_batch_rows`` rows, one short
 transaction per batch, until nothing is due or ``purge_max_rows_per_run`` rows are gone (the
 next run goes on). Then Redis: the buffered copies of purged messages (``purge_buffer.lua``,
 one session per call), the purged memories in their subject's view, and the dead-letter
@@ -50,6 +51,9 @@ KINDS = (
     "state_history",
     "agent_results",
     "sessions",
+    "checkpoints",
+    "checkpoint_blobs",
+    "checkpoint_writes",
     "usage",
 )
 
@@ -147,6 +151,12 @@ class Purge:
             cutoff = now - MEMORY_GRACE if kind == "memories" else now
             statement = sql.expiring_batch(dialect, kind)
             left = self._batches(report, lease, kind, left, statement, {"now": cutoff})
+            if left <= 0 or report.lease_lost:
+                return
+        for table in sql.CHECKPOINT_TABLES:
+            # Rows of threads deleted by delete_thread (their floor hides them already).
+            statement = sql.deleted_thread_batch(dialect, table)
+            left = self._batches(report, lease, table, left, statement, {})
             if left <= 0 or report.lease_lost:
                 return
         for params, tenant in self._usage_rules(now):

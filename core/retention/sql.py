@@ -36,7 +36,12 @@ EXPIRING: dict[str, tuple[str, str, str]] = {
     "state_history": ("state_history", "", "tenant"),
     "agent_results": ("agent_results", "", "tenant"),
     "sessions": ("sessions", _SESSION_DUE, "tenant"),
+    # LangGraph checkpoints (core/checkpoints) follow the retention of state.
+    "checkpoints": ("checkpoints", "", "tenant"),
+    "checkpoint_blobs": ("checkpoint_blobs", "", "tenant"),
+    "checkpoint_writes": ("checkpoint_writes", "", "tenant"),
 }
+CHECKPOINT_TABLES = ("checkpoints", "checkpoint_blobs", "checkpoint_writes")
 
 
 def _batch(dialect: str, table: str, where: str, order: str, returning: str, lock: bool) -> str:
@@ -62,6 +67,18 @@ def expiring_batch(dialect: str, kind: str) -> TextClause:
     return text(sql).bindparams(
         bindparam("now", type_=DateTime(timezone=True)), bindparam("n", type_=BigInteger)
     )
+
+
+def deleted_thread_batch(dialect: str, table: str) -> TextClause:
+    """Delete at most ``:n`` rows of ``table`` written at or before their thread's
+    delete_thread floor (``checkpoint_threads``; the floor row itself stays, so a redelivered
+    old entry is still refused)."""
+    where = (
+        "EXISTS (SELECT 1 FROM checkpoint_threads d WHERE d.tenant = t.tenant AND "
+        "d.session_id = t.session_id AND t.written_us <= d.deleted_us)"
+    )
+    sql = _batch(dialect, table, where, "t.written_us", "tenant", lock=False)
+    return text(sql).bindparams(bindparam("n", type_=BigInteger))
 
 
 def select_due(dialect: str, kind: str) -> str:

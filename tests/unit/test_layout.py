@@ -33,6 +33,7 @@ ALLOWED = {
     # Erasure reaches every store and every kind of data.
     "erasure": {
         "log",
+        "checkpoints",
         "sessions",
         "summaries",
         "memories",
@@ -50,7 +51,16 @@ ALLOWED = {
     "checkpoints": {"store", "crypto", "retention"},
     # The LangChain and LangGraph adapters sit in front of the client (the front door), like an
     # app does; nothing in core imports them.
-    "integrations": {"client", "async_client", "checkpoints", "cache", "state", "store", "log"},
+    "integrations": {
+        "client",
+        "async_client",
+        "checkpoints",
+        "cache",
+        "state",
+        "store",
+        "crypto",
+        "log",
+    },
 }
 MAX_LINES = 400
 
