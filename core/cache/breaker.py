@@ -7,6 +7,9 @@
 - half-open: one call at a time is let through as the probe; its success closes the breaker,
   its failure opens it for another cooldown.
 
+``call`` runs a sync round trip, ``acall`` a ``redis.asyncio`` one: one breaker per Redis,
+whichever client a process uses.
+
 Nothing runs in the background: the probe is the next call (``Cache.get`` while degraded, or
 ``Breaker.probe``). ``cooldown_s`` is capped at 4 s in the settings, so a breaker whose owner
 keeps reading closes within 5 s of Redis answering again.
@@ -14,10 +17,11 @@ keeps reading closes within 5 s of Redis answering again.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Literal, TypeVar
 
 import redis
@@ -78,25 +82,55 @@ class Breaker:
         """Run ``operation`` (one Redis round trip) through the breaker. Raises
         ``CircuitOpenError`` while open, ``TransientError`` for an outage, and lets any other
         error through untouched."""
-        with self._lock:
-            state = self._state()
-            if state == "open" or (state == "half_open" and self._probing):
-                raise CircuitOpenError("Redis circuit is open: the cache's Redis level is off")
-            probing = state == "half_open"
-            self._probing = probing
+        probing = self._admit()
         try:
             result = operation()
         except OUTAGES as exc:
-            self._failed()
-            if isinstance(exc, redis.RedisError):
-                raise translate(exc) from None
-            raise TransientError(f"Redis unavailable: {exc}") from None
+            raise self._outage(exc) from None
         except BaseException:
             if probing:  # not an outage: the probe reached Redis
                 self._succeeded()
             raise
         self._succeeded()
         return result
+
+    async def acall(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """``call`` for a coroutine (a ``redis.asyncio`` round trip): the same states and
+        counts, so a process's sync and async clients of one Redis share one breaker."""
+        probing = self._admit()
+        try:
+            result = await operation()
+        except OUTAGES as exc:
+            raise self._outage(exc) from None
+        except asyncio.CancelledError:
+            # A cancelled probe learned nothing; free the probe slot, or half-open would
+            # refuse every later call.
+            if probing:
+                with self._lock:
+                    self._probing = False
+            raise
+        except BaseException:
+            if probing:
+                self._succeeded()
+            raise
+        self._succeeded()
+        return result
+
+    def _admit(self) -> bool:
+        """Raise ``CircuitOpenError`` unless a call may go to Redis; True for the probe."""
+        with self._lock:
+            state = self._state()
+            if state == "open" or (state == "half_open" and self._probing):
+                raise CircuitOpenError("Redis circuit is open: the cache's Redis level is off")
+            probing = state == "half_open"
+            self._probing = probing
+            return probing
+
+    def _outage(self, exc: BaseException) -> Exception:
+        self._failed()
+        if isinstance(exc, redis.RedisError):
+            return translate(exc)
+        return TransientError(f"Redis unavailable: {exc}")
 
     def probe(self, ping: Callable[[], object]) -> State:
         """Try ``ping`` when half-open (a no-op otherwise); the state afterwards."""

@@ -18,6 +18,7 @@ import threading
 from typing import Any, cast
 
 import redis
+import redis.asyncio
 from redis.client import NEVER_DECODE
 from redis.cluster import RedisCluster
 
@@ -41,6 +42,24 @@ def redis_from_url(url: str, *, cluster: bool = False, **kwargs: Any) -> redis.R
 def redis_client(settings: Settings, **kwargs: Any) -> redis.Redis:
     """The configured data Redis (``MEMSCRIBE_REDIS_URL``, ``MEMSCRIBE_REDIS_CLUSTER``)."""
     return redis_from_url(settings.redis_url, cluster=settings.redis_cluster, **kwargs)
+
+
+def async_redis_from_url(url: str, *, cluster: bool = False, **kwargs: Any) -> redis.asyncio.Redis:
+    """``redis_from_url`` on ``redis.asyncio`` (text replies; ``cluster=True``: any one node of
+    a Redis Cluster). Connections belong to the event loop that first uses them."""
+    if cluster:
+        # As above: the async RedisCluster offers every command memscribe sends.
+        return cast(
+            redis.asyncio.Redis,
+            redis.asyncio.RedisCluster.from_url(url, decode_responses=True, **kwargs),
+        )
+    client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(url, decode_responses=True, **kwargs)
+    return client
+
+
+def async_redis_client(settings: Settings, **kwargs: Any) -> redis.asyncio.Redis:
+    """The configured data Redis, async (``MEMSCRIBE_REDIS_URL``, ``MEMSCRIBE_REDIS_CLUSTER``)."""
+    return async_redis_from_url(settings.redis_url, cluster=settings.redis_cluster, **kwargs)
 
 
 def is_cluster(client: redis.Redis) -> bool:

@@ -365,3 +365,16 @@ class Keys:
     def cache_tag(self, tag: str) -> str:
         """Set: the cache keys written with ``tag`` (the tag index)."""
         return f"{self.prefix}:{{cache}}:t:{tag}"
+
+    # A cache namespace (core/cache/namespace.py; the LangChain store) keeps its entries under
+    # the cache's value and stamp shapes, named "~<tenant>:<namespace>:<hex of the key's UTF-8>":
+    # '~' is outside the names Cache accepts and tenant and namespace are ids without ':', so
+    # no two namespaces, and no Cache.set, share a name.
+    def cache_entry(self, tenant: str, namespace: str, hex_key: str) -> str:
+        """The cache name of one key of a namespace (pass "" for the names' common prefix)."""
+        return f"~{tenant}:{namespace}:{hex_key}"
+
+    def cache_index(self, tenant: str, namespace: str) -> str:
+        """Zset, every score 0: a namespace's keys as given, so a prefix walk is ZRANGEBYLEX
+        over our own index (never SCAN MATCH)."""
+        return f"{self.prefix}:{{cache}}:x:{tenant}:{namespace}"

@@ -2,4 +2,6 @@
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from core.integrations.langchain.store import MemscribeStore
+
+__all__: list[str] = ["MemscribeStore"]
