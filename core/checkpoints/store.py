@@ -76,7 +76,7 @@ class _Base:
         self._keys = Keys.of(settings)
         self.limits = Limits.of(settings)
 
-    def keys(self, tenant: str, thread_id: str) -> CheckpointKeys:
+    def thread_keys(self, tenant: str, thread_id: str) -> CheckpointKeys:
         validate_id("tenant", tenant)
         validate_id("thread_id", thread_id)
         return checkpoint_keys(self._keys, tenant, thread_id)

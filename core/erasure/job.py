@@ -15,7 +15,7 @@ import redis
 from sqlalchemy import Engine, delete, select
 
 from config.settings import Settings
-from core.checkpoints.erase import erase_tenant_checkpoints
+from core.checkpoints.erase import empty_tenant
 from core.erasure import receipts, scrub
 from core.erasure.receipts import COMPLETED, DONE, ERASING, TENANT, Receipt
 from core.erasure.scrub import Erased, Floors
@@ -64,8 +64,9 @@ class ErasureJob:
         self._engine = engine
         self._settings = settings
         self._keys = Keys.of(settings)
-        self._scripts = Scripts.register(redis)
-        self._clearer = SessionClearer(scripts=self._scripts, engine=engine, settings=settings)
+        self._clearer = SessionClearer(
+            scripts=Scripts.register(redis), engine=engine, settings=settings
+        )
 
     def run(self, receipt_id: str) -> Receipt:
         receipt = receipts.load(self._engine, receipt_id)
@@ -117,9 +118,7 @@ class ErasureJob:
     def _tenant_wide(self, tenant: str) -> dict[str, int]:
         """What a tenant holds beyond its sessions and subjects: usage rows, budgets, the
         indexes of its sessions, its LangGraph checkpoints (core/checkpoints/erase.py)."""
-        counts = erase_tenant_checkpoints(
-            self._redis, self._scripts, self._engine, self._keys, tenant
-        )
+        counts = empty_tenant(self._engine, tenant)
         with translate_errors(), self._engine.begin() as connection:
             usage = connection.execute(delete(llm_usage).where(llm_usage.c.tenant == tenant))
         with redis_errors(), self._redis.pipeline(transaction=False) as pipe:

@@ -23,6 +23,7 @@ from sqlalchemy import Engine, delete, select, text
 
 from config.settings import Settings
 from core.cache.multilevel import Cache
+from core.checkpoints import erase as checkpoints_erase
 from core.erasure import receipts
 from core.erasure.receipts import QUEUED, SUBJECT, TENANT, Receipt
 from core.erasure.sessions import EVERYTHING, SessionClearer
@@ -124,6 +125,9 @@ class ErasureRequests:
                 self._redis.delete(*self._subject_index_keys(tenant, subject_id))
             counts["cache"] += self._cache.invalidate_tag(subject_cache_tag(tenant, subject_id))
         counts["cache"] += self._cache.invalidate_tag(tenant_cache_tag(tenant))
+        counts["checkpoint_threads"] = checkpoints_erase.bar_tenant(
+            self._redis, self._scripts, engine, self._keys, tenant
+        )
         return self._queued(receipt, counts, key_ids)
 
     # --- the steps ----------------------------------------------------------------------------

@@ -103,7 +103,7 @@ class MemscribeSaver(BaseCheckpointSaver[str]):
         self.store = store
         self.async_store = async_store
         self.tenant = tenant
-        store.keys(tenant, "probe")  # validates the tenant now, not at the first put
+        store.thread_keys(tenant, "probe")  # validates the tenant now, not at the first put
 
     @classmethod
     def from_settings(
@@ -127,7 +127,7 @@ class MemscribeSaver(BaseCheckpointSaver[str]):
     # --- shared by the sync and async paths -----------------------------------------------
 
     def _keys(self, thread: str) -> CheckpointKeys:
-        return self.store.keys(self.tenant, thread)
+        return self.store.thread_keys(self.tenant, thread)
 
     def _prepare_put(
         self,

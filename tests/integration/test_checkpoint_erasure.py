@@ -1,0 +1,96 @@
+"""erase_tenant reaches LangGraph checkpoints: Redis, the WAL in flight, PostgreSQL. What comes
+after the request is new data and is kept; the other tenant is untouched."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from langgraph.checkpoint.base import empty_checkpoint
+
+from core.checkpoints.store import CheckpointStore
+from core.client import MemoryClient
+from core.erasure.job import ErasureJob
+from core.integrations.langgraph import MemscribeSaver
+from core.log.drainer import Drainer
+from core.store.db import make_engine
+
+
+class Sent:
+    def __init__(self) -> None:
+        self.tasks: list[tuple[str, list[str]]] = []
+
+    def __call__(self, name: str, args: list[str]) -> None:
+        self.tasks.append((name, args))
+
+
+def _put(saver: MemscribeSaver, thread: str, text: str, parent: str | None = None) -> str:
+    config: dict[str, Any] = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
+    if parent:
+        config["configurable"]["checkpoint_id"] = parent
+    checkpoint = empty_checkpoint()
+    checkpoint["channel_values"] = {"notes": [text]}
+    checkpoint["channel_versions"] = {"notes": saver.get_next_version(None, None)}
+    stored = saver.put(
+        config, checkpoint, {"source": "loop", "step": 0}, checkpoint["channel_versions"]
+    )  # type: ignore[arg-type]
+    saver.put_writes(stored, [("out", text)], task_id="t1")
+    return str(stored["configurable"]["checkpoint_id"])
+
+
+def _rows(url: str, tenant: str) -> int:
+    engine = make_engine(url)
+    with engine.connect() as connection:
+        total = sum(
+            int(
+                connection.execute(
+                    sa.text(f"SELECT count(*) FROM {table} WHERE tenant = :t"), {"t": tenant}
+                ).scalar_one()
+            )
+            for table in ("checkpoints", "checkpoint_blobs", "checkpoint_writes")
+        )
+    engine.dispose()
+    return total
+
+
+def _latest_notes(saver: MemscribeSaver, thread: str) -> list[str] | None:
+    found = saver.get_tuple({"configurable": {"thread_id": thread, "checkpoint_ns": ""}})
+    return None if found is None else found.checkpoint["channel_values"]["notes"]
+
+
+def test_erase_tenant_erases_its_checkpoints_and_keeps_what_comes_after(
+    client: MemoryClient, drainer: Drainer, pg_database: str
+) -> None:
+    sent = Sent()
+    client._enqueue = sent
+    store = CheckpointStore(
+        redis=client.redis, settings=client.settings, engine=lambda: client.engine
+    )
+    t1 = MemscribeSaver(store=store, tenant="t1")
+    t2 = MemscribeSaver(store=store, tenant="t2")
+    _put(t1, "drained", "t1 drained")
+    _put(t2, "drained", "t2 drained")
+    drainer.flush(timeout_s=10)
+    client.redis.delete(
+        *store.thread_keys("t1", "drained").data()
+    )  # Redis forgot it: the store has it
+    _put(t1, "in-flight", "t1 in the WAL")  # not drained when the erasure comes
+    receipt = client.erase_tenant("t1", request_id="req-t1")
+    assert receipt.counts["barred"]["checkpoint_threads"] == 2
+    # Hidden at once, before any drain or job.
+    assert _latest_notes(t1, "drained") is None
+    assert _latest_notes(t1, "in-flight") is None
+    after = _put(t1, "after", "t1 after the request")
+    drainer.flush(timeout_s=10)
+    ErasureJob(redis=client.redis, engine=client.engine, settings=client.settings).run(
+        receipt.receipt_id
+    )
+    client.redis.flushdb()  # every answer below comes from PostgreSQL
+    assert _latest_notes(t1, "drained") is None
+    assert _latest_notes(t1, "in-flight") is None
+    assert _latest_notes(t1, "after") == ["t1 after the request"]
+    found = t1.get_tuple({"configurable": {"thread_id": "after", "checkpoint_ns": ""}})
+    assert found is not None and found.checkpoint["id"] == after
+    assert _rows(pg_database, "t1") == 3  # the new checkpoint, its blob and its write
+    assert _latest_notes(t2, "drained") == ["t2 drained"]
+    assert _rows(pg_database, "t2") == 3
