@@ -2,4 +2,8 @@
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from core.integrations.langchain.history import MemscribeChatMessageHistory
+
+__all__: list[str] = [
+    "MemscribeChatMessageHistory",
+]
