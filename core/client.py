@@ -7,6 +7,7 @@ warm session; no PostgreSQL, no Celery publish. Workers drain the WAL into the d
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -74,6 +75,7 @@ class MemoryClient(StateAPI, ErasureAPI):
         self.scripts = Scripts.register(redis)
         self.memory_defaults = memory_defaults(settings)
         self._engine = engine
+        self._engine_lock = threading.Lock()
         self._enqueue = enqueue
         self._pending_ms = int(settings.summary_pending_timeout_s * 1000)
         self._appender = Appender(
@@ -109,9 +111,12 @@ class MemoryClient(StateAPI, ErasureAPI):
 
     @property
     def engine(self) -> Engine:
-        # Only the read-through path needs the durable store; connect on first use.
+        # Only the read-through path needs the durable store; connect on first use. Locked:
+        # concurrent first uses (threads, AsyncMemoryClient's cold appends) share one engine.
         if self._engine is None:
-            self._engine = keyed_engine(self.settings)
+            with self._engine_lock:
+                if self._engine is None:
+                    self._engine = keyed_engine(self.settings)
         return self._engine
 
     def append(

@@ -4,6 +4,10 @@
 A warm session costs that one call. A session Redis does not hold (forgotten, or brand-new)
 costs one more: the first call returns "cold" without writing, the session is read from the
 durable store, and the same script runs again with it (``core/sessions/restore.py``).
+
+A call's arguments and its reply are built and read by pure methods and functions
+(``append_args``, ``cold_args``, ``rewarm_args``, ``script_keys``; ``is_cold``, ``results``)
+that ``AsyncAppender`` shares: the sync and the async clients differ only in their I/O.
 """
 
 from __future__ import annotations
@@ -161,8 +165,7 @@ class Appender:
         """Re-warm a cold session from ``durable`` unless an append re-created it meanwhile."""
         self._call(keys, self.rewarm_args(keys, durable), durable.subject_id if durable else None)
 
-    # The pure halves of a call, shared with ``AsyncAppender`` (core/log/async_appender.py),
-    # which differs only in how it sends them.
+    # The pure halves of a call, shared with AsyncAppender (core/log/async_appender.py).
 
     def append_args(
         self, keys: SessionKeys, messages: list[Prepared], subject_id: str | None

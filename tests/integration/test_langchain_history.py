@@ -4,6 +4,8 @@ RunnableWithMessageHistory works sync and async. Real Redis, real PostgreSQL."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -17,6 +19,7 @@ from langchain_core.messages import (
     BaseMessage,
     ChatMessage,
     HumanMessage,
+    RemoveMessage,
     SystemMessage,
     ToolMessage,
 )
@@ -31,7 +34,7 @@ from core.integrations.langchain import MemscribeChatMessageHistory
 from core.log.drainer import Drainer
 from core.summaries.llm import ExtractiveBackend
 from core.summaries.summarizer import SessionSummarizer
-from tests.conftest import assert_exactly_once
+from tests.conftest import ROOT, assert_exactly_once, settings_env
 
 # LangChain deprecated RunnableWithMessageHistory in langchain-core 1.3.3 (for LangGraph's
 # persistence); it still works and is what these tests exercise.
@@ -143,6 +146,7 @@ def test_bad_messages_name_the_field_and_write_nothing(
     cases: list[tuple[list[BaseMessage], str]] = [
         ([HumanMessage("ok"), ChatMessage("x", role="robot")], "messages[1].role"),
         ([HumanMessage("ok", id="has:colon")], "messages[0].message_id"),
+        ([HumanMessage("ok"), RemoveMessage(id="m-1")], "messages[1].type"),
         (
             [AIMessage("ok", response_metadata={"blob": "x" * settings.max_metadata_bytes})],
             "messages[0].metadata",
@@ -199,6 +203,10 @@ def test_the_summary_leads_as_a_system_message(
     assert len(messages) - 1 < len(sent)
 
     history.add_messages(messages)  # what RunnableWithMessageHistory may write back
+    assert client.context("chat-1").messages == context.messages
+    with pytest.raises(ValidationError) as caught:  # errors count the summary's place too
+        history.add_messages([messages[0], HumanMessage("fine"), HumanMessage("x", id="a:b")])
+    assert caught.value.field == "messages[2].message_id"
     assert client.context("chat-1").messages == context.messages
     client.engine.dispose()
 
@@ -370,3 +378,37 @@ async def test_from_settings(settings: Settings) -> None:
         assert history.async_client is not None
         await history.async_client.aclose()
         history.client.close()
+
+
+def test_the_example_chat_app_runs(
+    client: MemoryClient, drainer: Drainer, settings: Settings
+) -> None:
+    """docs/examples/langchain_chat.py, as a newcomer runs it: three turns, then its history;
+    the drainer makes the six messages durable once."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "docs" / "examples" / "langchain_chat.py"), "example-chat"],
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Warning" not in done.stderr  # LangChain's deprecation notice is filtered, on purpose
+    lines = done.stdout.splitlines()
+    assert lines[:6] == [
+        "user: Hi! My name is Ada.",
+        "assistant: Nice to meet you, Ada.",
+        "user: What is a good name for a cat?",
+        "assistant: How about Pixel?",
+        "user: And what was my name again?",
+        "assistant: You told me: Ada.",
+    ]
+    assert lines[6:8] == ["history of example-chat: 6 messages", "summary: (none yet)"]
+    assert lines[8] == "  human: Hi! My name is Ada."
+    stored = client.context("example-chat").messages
+    assert [m.role for m in stored] == ["user", "assistant"] * 3
+    assert drainer.flush(timeout_s=30) == 0
+    assert_exactly_once(
+        settings.database_url,
+        {m.message_id: ("default", "example-chat", m.seq, m.content) for m in stored},
+    )

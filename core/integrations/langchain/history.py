@@ -20,7 +20,12 @@ from langchain_core.messages import BaseMessage
 from config.settings import Settings
 from core.async_client import AsyncMemoryClient
 from core.client import MemoryClient
-from core.integrations.langchain.messages import as_langchain, is_summary, to_append
+from core.integrations.langchain.messages import (
+    as_langchain,
+    is_summary,
+    named_as_given,
+    to_append,
+)
 from core.models import Context, new_message_id, validate_id
 
 
@@ -48,6 +53,7 @@ class MemscribeChatMessageHistory(BaseChatMessageHistory):
         tenant: str = "default",
         subject_id: str | None = None,
     ) -> None:
+        super().__init__()
         # Checked now, so a chain with a bad session id fails before its model call.
         self.session_id = validate_id("session_id", session_id)
         self.tenant = validate_id("tenant", tenant)
@@ -119,32 +125,28 @@ class MemscribeChatMessageHistory(BaseChatMessageHistory):
 
         Raises ``ValidationError`` naming ``messages[i].<field>`` and the limit (nothing is
         written) for a message memscribe cannot store."""
-        batch = self._batch(messages)
+        batch, given = self._batch(messages)
         if batch:
-            self.client.append_many(
-                self.session_id, batch, tenant=self.tenant, subject_id=self.subject_id
-            )
+            with named_as_given(given):
+                self.client.append_many(
+                    self.session_id, batch, tenant=self.tenant, subject_id=self.subject_id
+                )
 
     async def aadd_messages(self, messages: Sequence[BaseMessage]) -> None:
         """``add_messages``, awaited: one EVALSHA on ``redis.asyncio`` for a warm session."""
-        batch = self._batch(messages)
-        if not batch:
-            return
         if self.async_client is None:
-            await asyncio.to_thread(
-                self.client.append_many,
-                self.session_id,
-                batch,
-                tenant=self.tenant,
-                subject_id=self.subject_id,
-            )
+            await asyncio.to_thread(self.add_messages, messages)
             return
-        await self.async_client.append_many(
-            self.session_id, batch, tenant=self.tenant, subject_id=self.subject_id
-        )
+        batch, given = self._batch(messages)
+        if batch:
+            with named_as_given(given):
+                await self.async_client.append_many(
+                    self.session_id, batch, tenant=self.tenant, subject_id=self.subject_id
+                )
 
-    def _batch(self, messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
-        batch = []
+    def _batch(self, messages: Sequence[BaseMessage]) -> tuple[list[dict[str, Any]], list[int]]:
+        """``append_many``'s mappings, and each one's index in ``messages``."""
+        batch, given = [], []
         for index, message in enumerate(messages):
             if is_summary(message):
                 continue  # our own summary read back: the summary is kept, not a message
@@ -153,7 +155,8 @@ class MemscribeChatMessageHistory(BaseChatMessageHistory):
                 # (the same message_id), never a second copy.
                 message.id = new_message_id()
             batch.append(to_append(message, field=f"messages[{index}]"))
-        return batch
+            given.append(index)
+        return batch, given
 
     def clear(self) -> None:
         """Remove the session's messages, summaries and state everywhere (Redis, the WAL, the

@@ -12,6 +12,9 @@ JSON only, never pickle: the metadata limit (``MEMSCRIBE_MAX_METADATA_BYTES``) a
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from langchain_core.messages import BaseMessage, ChatMessage, SystemMessage, messages_from_dict
@@ -123,6 +126,21 @@ def is_summary(message: object) -> bool:
     ``RunnableWithMessageHistory`` may, when the history changed during a call), it is
     skipped rather than stored as a system message."""
     return isinstance(message, SystemMessage) and (message.id or "").startswith(SUMMARY_ID_PREFIX)
+
+
+@contextmanager
+def named_as_given(given: list[int]) -> Iterator[None]:
+    """``append_many`` names a message by its place in the batch; ``given[i]`` is where the
+    batch's message ``i`` was in what the caller passed (summary messages are left out), so
+    the error names the message the caller knows."""
+    try:
+        yield
+    except ValidationError as exc:
+        found = re.fullmatch(r"messages\[(\d+)\](.*)", exc.field)
+        if found is None or given == list(range(len(given))):
+            raise
+        field = f"messages[{given[int(found[1])]}]{found[2]}"
+        raise ValidationError(field, str(exc).split(": ", 1)[1]) from None
 
 
 def _text_of(blocks: list[str | dict[Any, Any]]) -> str:
