@@ -7,9 +7,9 @@ warm session; no PostgreSQL, no Celery publish. Workers drain the WAL into the d
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
 import redis
@@ -23,8 +23,7 @@ from core.log import context as session_context
 from core.log import summary_request
 from core.log.appender import Appender
 from core.log.summary_request import SUMMARIZE_TASK as SUMMARIZE_TASK  # re-exported
-from core.memories.context import fit_budget
-from core.memories.context import last_user_text as _last_user_text
+from core.memories.context import memory_count, with_memories
 from core.memories.service import Memories
 from core.memories.unconsolidate import Unconsolidated, unconsolidate
 from core.models import (
@@ -76,6 +75,7 @@ class MemoryClient(StateAPI, ErasureAPI):
         self.scripts = Scripts.register(redis)
         self.memory_defaults = memory_defaults(settings)
         self._engine = engine
+        self._engine_lock = threading.Lock()
         self._enqueue = enqueue
         self._pending_ms = int(settings.summary_pending_timeout_s * 1000)
         self._appender = Appender(
@@ -111,9 +111,12 @@ class MemoryClient(StateAPI, ErasureAPI):
 
     @property
     def engine(self) -> Engine:
-        # Only the read-through path needs the durable store; connect on first use.
+        # Only the read-through path needs the durable store; connect on first use. Locked:
+        # concurrent first uses (threads, AsyncMemoryClient's cold appends) share one engine.
         if self._engine is None:
-            self._engine = keyed_engine(self.settings)
+            with self._engine_lock:
+                if self._engine is None:
+                    self._engine = keyed_engine(self.settings)
         return self._engine
 
     def append(
@@ -188,24 +191,16 @@ class MemoryClient(StateAPI, ErasureAPI):
         priorities go first, CRITICAL ones are always kept. The subject's memories live in
         their own slot: this costs a second Redis call and a third that counts the recall.
         """
-        found = self._context(session_id, tenant)
-        if isinstance(memories, bool) or not isinstance(memories, int) or memories < 0:
-            raise ValidationError("memories", f"must be an integer >= 0, got {memories!r}")
-        if not memories or found[1] is None:
-            return found[0]
-        chosen = fit_budget(
-            self._memories.recall(
-                found[1], tenant=tenant, query=_last_user_text(found[0]), k=memories
-            ),
-            budget=self.settings.memory_context_tokens,
-            count=self.tokens.count,
-        )
-        used = sum(tokens for _, tokens in chosen)
-        return replace(
-            found[0],
-            memories=[memory for memory, _ in chosen],
-            memory_tokens=used,
-            tokens=found[0].tokens + used,
+        k = memory_count(memories)
+        return self._with_memories(*self._context(session_id, tenant), tenant=tenant, k=k)
+
+    def _with_memories(
+        self, context: Context, subject: str | None, *, tenant: str, k: int
+    ) -> Context:
+        # Shared with AsyncMemoryClient.context, which runs it in a thread (recall is sync I/O).
+        budget, count = self.settings.memory_context_tokens, self.tokens.count
+        return with_memories(
+            context, subject, self._memories, tenant=tenant, k=k, budget=budget, count=count
         )
 
     def _context(self, session_id: str, tenant: str) -> tuple[Context, str | None]:

@@ -4,6 +4,10 @@
 A warm session costs that one call. A session Redis does not hold (forgotten, or brand-new)
 costs one more: the first call returns "cold" without writing, the session is read from the
 durable store, and the same script runs again with it (``core/sessions/restore.py``).
+
+A call's arguments and its reply are built and read by pure methods and functions
+(``append_args``, ``cold_args``, ``rewarm_args``, ``script_keys``; ``is_cold``, ``results``)
+that ``AsyncAppender`` shares: the sync and the async clients differ only in their I/O.
 """
 
 from __future__ import annotations
@@ -149,39 +153,73 @@ class Appender:
         subject_id: str | None,
     ) -> list[AppendResult]:
         """Append ``messages`` (all or nothing): one EVALSHA warm, two and a durable read cold."""
+        header, body = self.append_args(keys, messages, subject_id)
+        reply = self._call(keys, [*header, "", *body], subject_id)
+        if is_cold(reply):
+            # Redis has forgotten the session (or never had it): read the store, call again.
+            args, bound = self.cold_args(keys, header, body, self.durable(keys), subject_id)
+            reply = self._call(keys, args, bound)
+        return results(messages, reply)
+
+    def restore(self, keys: SessionKeys, durable: DurableContext) -> None:
+        """Re-warm a cold session from ``durable`` unless an append re-created it meanwhile."""
+        self._call(keys, self.rewarm_args(keys, durable), durable.subject_id if durable else None)
+
+    # The pure halves of a call, shared with AsyncAppender (core/log/async_appender.py).
+
+    def append_args(
+        self, keys: SessionKeys, messages: list[Prepared], subject_id: str | None
+    ) -> tuple[list[str | int], list[str | int]]:
+        """The header and the messages of an append.lua call (the warm call is
+        ``[*header, "", *body]``)."""
         # The clock is read once per call: the messages' creation time is the script's "now".
         header = self._header(keys, len(messages), subject_id, messages[0].created_us // 1000)
         body: list[str | int] = []
         for message in messages:
             body += [message.message_id, message.body, message.tokens]
-        reply = self._call(keys, [*header, "", *body], subject_id)
-        if int(reply[0]) == -1:
-            # Redis has forgotten the session (or never had it): read the store, call again.
-            durable = self.durable(keys)
-            restore = session_restore.restore_args(
-                durable, tenant=keys.tenant, session_id=keys.session_id
-            )
-            bound = subject_id or (durable.subject_id if durable else None)
-            reply = self._call(keys, [*header, "1", *body, *restore], bound)
-        crossed = int(reply[0])
-        return [
-            AppendResult(
-                message_id=message.message_id,
-                seq=int(reply[1 + 2 * index]),
-                tokens=message.tokens,
-                duplicate=bool(int(reply[2 + 2 * index])),
-                summary_triggered=crossed == index + 1,
-            )
-            for index, message in enumerate(messages)
-        ]
+        return header, body
 
-    def restore(self, keys: SessionKeys, durable: DurableContext) -> None:
-        """Re-warm a cold session from ``durable`` unless an append re-created it meanwhile."""
+    def cold_args(
+        self,
+        keys: SessionKeys,
+        header: list[str | int],
+        body: list[str | int],
+        durable: DurableContext | None,
+        subject_id: str | None,
+    ) -> tuple[list[str | int], str | None]:
+        """The second call of a cold append: the messages and the session restored from
+        ``durable``; and the subject the session binds (given, or the store's)."""
+        restore = session_restore.restore_args(
+            durable, tenant=keys.tenant, session_id=keys.session_id
+        )
+        bound = subject_id or (durable.subject_id if durable else None)
+        return [*header, "1", *body, *restore], bound
+
+    def rewarm_args(self, keys: SessionKeys, durable: DurableContext) -> list[str | int]:
+        """The call that restores ``durable`` without appending (for ``context()``)."""
         restore = session_restore.restore_args(
             durable, tenant=keys.tenant, session_id=keys.session_id
         )
         header = self._header(keys, 0, None, time.time_ns() // 1_000_000)
-        self._call(keys, [*header, "1", *restore], durable.subject_id if durable else None)
+        return [*header, "1", *restore]
+
+    def script_keys(self, keys: SessionKeys, subject_id: str | None) -> list[str]:
+        """append.lua's KEYS for a session (and the subject it binds, if any)."""
+        # The subject's index key is only written when the session binds it (cold or first).
+        index = self._keys.no_subject(keys.shard)
+        if subject_id:
+            index = self._keys.subject_sessions(keys.shard, keys.tenant, subject_id)
+        return [
+            keys.meta,
+            keys.buffer,
+            keys.recent_ids,
+            keys.wal,
+            keys.config,
+            keys.summary_pending,
+            *keys.shared_by_append(),
+            index,
+            keys.tenant_index,
+        ]
 
     def durable(self, keys: SessionKeys) -> DurableContext | None:
         return session_restore.load(
@@ -219,22 +257,26 @@ class Appender:
         ]
 
     def _call(self, keys: SessionKeys, args: list[str | int], subject_id: str | None) -> Any:
-        # The subject's index key is only written when the session binds it (cold or first).
-        index = self._keys.no_subject(keys.shard)
-        if subject_id:
-            index = self._keys.subject_sessions(keys.shard, keys.tenant, subject_id)
         with redis_errors():
-            return self._scripts.append(
-                keys=[
-                    keys.meta,
-                    keys.buffer,
-                    keys.recent_ids,
-                    keys.wal,
-                    keys.config,
-                    keys.summary_pending,
-                    *keys.shared_by_append(),
-                    index,
-                    keys.tenant_index,
-                ],
-                args=args,
-            )
+            return self._scripts.append(keys=self.script_keys(keys, subject_id), args=args)
+
+
+def is_cold(reply: Any) -> bool:
+    """True when append.lua found no session and wrote nothing (the cold path follows)."""
+    return int(reply[0]) == -1
+
+
+def results(messages: list[Prepared], reply: Any) -> list[AppendResult]:
+    """append.lua's reply as one ``AppendResult`` per message: ``[crossed, seq, dup, ...]``
+    (``crossed``: the 1-based index of the message that crossed the trigger, 0 for none)."""
+    crossed = int(reply[0])
+    return [
+        AppendResult(
+            message_id=message.message_id,
+            seq=int(reply[1 + 2 * index]),
+            tokens=message.tokens,
+            duplicate=bool(int(reply[2 + 2 * index])),
+            summary_triggered=crossed == index + 1,
+        )
+        for index, message in enumerate(messages)
+    ]

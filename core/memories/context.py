@@ -3,8 +3,46 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
+from core.errors import ValidationError
+from core.memories.service import Memories
 from core.models import Context, Memory, Priority
+
+
+def memory_count(memories: object) -> int:
+    """``context(memories=k)``'s ``k``, checked before anything is read."""
+    if isinstance(memories, bool) or not isinstance(memories, int) or memories < 0:
+        raise ValidationError("memories", f"must be an integer >= 0, got {memories!r}")
+    return memories
+
+
+def with_memories(
+    context: Context,
+    subject_id: str | None,
+    service: Memories,
+    *,
+    tenant: str,
+    k: int,
+    budget: int,
+    count: Callable[[str], int],
+) -> Context:
+    """``context`` with the top ``k`` memories of the session's subject that fit ``budget``
+    tokens, ranked against the newest user message (unchanged for ``k=0`` or no subject)."""
+    if not k or subject_id is None:
+        return context
+    chosen = fit_budget(
+        service.recall(subject_id, tenant=tenant, query=last_user_text(context), k=k),
+        budget=budget,
+        count=count,
+    )
+    used = sum(tokens for _, tokens in chosen)
+    return replace(
+        context,
+        memories=[memory for memory, _ in chosen],
+        memory_tokens=used,
+        tokens=context.tokens + used,
+    )
 
 
 def fit_budget(

@@ -7,7 +7,8 @@ from functools import cache
 from importlib import resources
 
 import redis
-from redis.commands.core import Script
+import redis.asyncio
+from redis.commands.core import AsyncScript, Script
 
 
 @cache
@@ -55,3 +56,20 @@ class Scripts:
             for name in cls.__slots__:
                 client.script_load(lua_source(name))
         return scripts
+
+
+@dataclass(frozen=True, slots=True)
+class AsyncScripts:
+    """The request path's scripts registered on a ``redis.asyncio`` client (AsyncMemoryClient).
+
+    ``AsyncScript`` sends EVALSHA and reloads itself after NOSCRIPT like ``Script``. Nothing is
+    loaded here (SCRIPT LOAD would need an await in a constructor): the sync client beside it
+    has loaded the same sources, so the SHA1s are known to the server and a first append is
+    already a single EVALSHA."""
+
+    append: AsyncScript
+    context: AsyncScript
+
+    @classmethod
+    def register(cls, client: redis.asyncio.Redis) -> AsyncScripts:
+        return cls(**{name: client.register_script(lua_source(name)) for name in cls.__slots__})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from core.integrations.langchain.history import MemscribeChatMessageHistory
 from core.integrations.langchain.store import MemscribeStore
 
-__all__: list[str] = ["MemscribeStore"]
+__all__: list[str] = ["MemscribeChatMessageHistory", "MemscribeStore"]
