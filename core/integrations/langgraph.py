@@ -24,7 +24,6 @@ import random
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
-import redis.asyncio as aredis
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
     WRITES_IDX_MAP,
@@ -41,6 +40,7 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.checkpoint.serde.types import _DeltaSnapshot
 
 from config.settings import Settings, get_settings
+from core.async_client import AsyncMemoryClient
 from core.checkpoints import threads
 from core.checkpoints.keys import CheckpointKeys
 from core.checkpoints.model import (
@@ -57,9 +57,8 @@ from core.checkpoints.model import (
     unb64,
 )
 from core.checkpoints.store import AsyncCheckpointStore, CheckpointStore
-from core.crypto.vault import keyed_engine
+from core.client import MemoryClient
 from core.errors import ValidationError
-from core.store.connections import redis_client
 
 _PLAIN = (str, int, float, bool)
 
@@ -114,14 +113,34 @@ class MemscribeSaver(BaseCheckpointSaver[str]):
         serde: SerializerProtocol | None = None,
     ) -> MemscribeSaver:
         """A saver for the configured stores (``MEMSCRIBE_REDIS_URL``, ``_DATABASE_URL``)."""
-        settings = settings or get_settings()
-        engine = keyed_engine(settings)
+        client = MemoryClient.from_settings(settings or get_settings())
+        return cls.from_clients(
+            client, AsyncMemoryClient.from_client(client), tenant=tenant, serde=serde
+        )
+
+    @classmethod
+    def from_clients(
+        cls,
+        client: MemoryClient,
+        async_client: AsyncMemoryClient | None = None,
+        *,
+        tenant: str = "default",
+        serde: SerializerProtocol | None = None,
+    ) -> MemscribeSaver:
+        """A saver on an app's own clients (their connections and durable engine)."""
         store = CheckpointStore(
-            redis=redis_client(settings), settings=settings, engine=lambda: engine
+            redis=client.redis,
+            settings=client.settings,
+            engine=lambda: client.engine,
+            scripts=client.scripts,
         )
-        async_store = AsyncCheckpointStore(
-            redis=async_redis(settings), settings=settings, engine=lambda: engine
-        )
+        async_store = None
+        if async_client is not None:
+            async_store = AsyncCheckpointStore(
+                redis=async_client.redis,
+                settings=async_client.settings,
+                engine=lambda: async_client.engine,
+            )
         return cls(store=store, async_store=async_store, tenant=tenant, serde=serde)
 
     # --- shared by the sync and async paths -----------------------------------------------
@@ -373,12 +392,3 @@ def _strategy(strategy: str) -> str:
     if strategy not in threads.STRATEGIES:
         raise ValidationError("strategy", f"must be one of {', '.join(threads.STRATEGIES)}")
     return strategy
-
-
-def async_redis(settings: Settings) -> aredis.Redis:
-    """A ``redis.asyncio`` client for the configured data Redis (text replies)."""
-    if settings.redis_cluster:
-        from redis.asyncio.cluster import RedisCluster
-
-        return RedisCluster.from_url(settings.redis_url, decode_responses=True)  # type: ignore[return-value]
-    return aredis.Redis.from_url(settings.redis_url, decode_responses=True)

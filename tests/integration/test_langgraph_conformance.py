@@ -21,7 +21,8 @@ from langgraph.checkpoint.conformance.report import ProgressCallbacks
 from config.settings import Settings
 from core.checkpoints.store import AsyncCheckpointStore, CheckpointStore
 from core.client import MemoryClient
-from core.integrations.langgraph import MemscribeSaver, async_redis
+from core.integrations.langgraph import MemscribeSaver
+from core.store.connections import async_redis_client
 from core.store.db import make_engine
 from tests.chaos.load import wait_until_durable
 from worker import processes
@@ -63,7 +64,7 @@ def _savers(settings: Settings, cls: type[MemscribeSaver]) -> Callable[[], Any]:
         tenant = f"conf{uuid.uuid4().hex[:12]}"
         sync_redis = redis.Redis.from_url(settings.redis_url, decode_responses=True)
         store = CheckpointStore(redis=sync_redis, settings=settings, engine=lambda: engine)
-        aio = async_redis(settings)
+        aio = async_redis_client(settings)
         async_store = AsyncCheckpointStore(redis=aio, settings=settings, engine=lambda: engine)
         yield cls(store=store, async_store=async_store, tenant=tenant)
         sync_redis.close()
