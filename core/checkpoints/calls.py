@@ -60,7 +60,15 @@ def put_call(
     blob_json = encode_json([[b.channel, b.version, b.type, b.value] for b in blobs])
     check_size("checkpoint", len(record_json) + len(blob_json), limits.max_bytes)
     head: list[str | int | float] = [keys.tenant, keys.thread_id, record.ns, record.checkpoint_id]
-    return keys.all(), [*head, record_json, blob_json, *limits.tail(keys.tenant)]
+    run_id = run_of(record)
+    names = [*keys.all(), keys.run_threads(run_id)]
+    return names, [*head, record_json, blob_json, *limits.tail(keys.tenant), run_id]
+
+
+def run_of(record: CheckpointRecord) -> str:
+    """The checkpoint's run id ('' for none): LangGraph puts it in the metadata."""
+    run_id = record.metadata.get("run_id")
+    return run_id if isinstance(run_id, str) else ""
 
 
 def writes_call(

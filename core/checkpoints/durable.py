@@ -7,7 +7,7 @@ Redis reported (a delete_thread not drained yet) and the store's ``checkpoint_th
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select
@@ -154,6 +154,20 @@ def list_ids(
             query = query.where(checkpoints.c.checkpoint_id < before)
         rows = connection.execute(query.order_by(checkpoints.c.checkpoint_id.desc()))
         return [(str(found_ns), str(found_id)) for found_ns, found_id in rows]
+
+
+def threads_of_runs(engine: Engine, tenant: str, run_ids: Sequence[str]) -> set[str]:
+    """The tenant's threads with stored checkpoints of any of ``run_ids`` (delete_for_runs).
+    A scan of the tenant's checkpoints: an operator's call, not a request path."""
+    run_id = checkpoints.c.metadata["run_id"].as_string()
+    with translate_errors(), engine.connect() as connection:
+        return set(
+            connection.execute(
+                select(checkpoints.c.session_id)
+                .where((checkpoints.c.tenant == tenant) & run_id.in_(list(run_ids)))
+                .distinct()
+            ).scalars()
+        )
 
 
 def count_rows(engine: Engine, tenant: str, thread: str) -> dict[str, int]:

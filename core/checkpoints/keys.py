@@ -3,6 +3,7 @@ checkpoint script touches one slot and appends to that shard's WAL."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from core.store.keys import Keys
@@ -33,6 +34,8 @@ class CheckpointKeys:
     pressure: str
     # The shard's set of the tenant's threads with checkpoints (erase_tenant's index).
     tenant_threads: str
+    # The slot's tag: run_threads(run_id) is delete_for_runs' index of the run in this shard.
+    prefix: str
 
     def all(self) -> list[str]:
         """The keys in the order the checkpoint scripts take them."""
@@ -48,6 +51,9 @@ class CheckpointKeys:
             self.pressure,
             self.tenant_threads,
         ]
+
+    def run_threads(self, run_id: str) -> str:
+        return _run_key(self.prefix, self.tenant, run_id)
 
     def data(self) -> list[str]:
         """The keys that hold checkpoint data (what a delete removes)."""
@@ -71,8 +77,20 @@ def checkpoint_keys(keys: Keys, tenant: str, thread_id: str) -> CheckpointKeys:
         tenant_bytes=session.tenant_bytes,
         pressure=session.pressure,
         tenant_threads=tenant_threads_key(keys, session.shard, tenant),
+        prefix=keys.tag(session.shard),
     )
 
 
 def tenant_threads_key(keys: Keys, shard: int, tenant: str) -> str:
     return f"{keys.tag(shard)}:cpt:{tenant}"
+
+
+def run_threads_key(keys: Keys, shard: int, tenant: str, run_id: str) -> str:
+    """The shard's set of the tenant's threads with checkpoints of ``run_id``. The key holds a
+    digest of the run id: any string names a key of fixed shape, never a pattern."""
+    return _run_key(keys.tag(shard), tenant, run_id)
+
+
+def _run_key(tag: str, tenant: str, run_id: str) -> str:
+    digest = hashlib.blake2b(run_id.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+    return f"{tag}:cpr:{tenant}:{digest}"

@@ -32,7 +32,7 @@ from core.checkpoints.calls import (
     redis_ids,
     writes_call,
 )
-from core.checkpoints.keys import CheckpointKeys, checkpoint_keys
+from core.checkpoints.keys import CheckpointKeys, checkpoint_keys, run_threads_key
 from core.checkpoints.model import Blob, CheckpointRecord, Loaded, PendingWrite
 from core.models import validate_id
 from core.store.keys import Keys
@@ -75,6 +75,13 @@ class _Base:
         self._engine = engine
         self._keys = Keys.of(settings)
         self.limits = Limits.of(settings)
+
+    def _run_keys(self, tenant: str, run_ids: Sequence[str]) -> list[str]:
+        return [
+            run_threads_key(self._keys, shard, tenant, run_id)
+            for run_id in run_ids
+            for shard in range(self._keys.shards)
+        ]
 
     def thread_keys(self, tenant: str, thread_id: str) -> CheckpointKeys:
         validate_id("tenant", tenant)
@@ -177,6 +184,17 @@ class CheckpointStore(_Base):
         with redis_errors():
             return int(self.scripts.checkpoint_delete(keys=names, args=args))
 
+    def run_threads(self, tenant: str, run_ids: Sequence[str]) -> set[str]:
+        """The tenant's threads with checkpoints of any of ``run_ids``: Redis's per-shard
+        index of each run (threads not yet durable) and the store's."""
+        validate_id("tenant", tenant)
+        with redis_errors():
+            pipe = self.redis.pipeline(transaction=False)
+            for key in self._run_keys(tenant, run_ids):
+                pipe.smembers(key)
+            found = {str(thread) for members in pipe.execute() for thread in members}
+        return found | durable.threads_of_runs(self._engine(), tenant, run_ids)
+
 
 class AsyncCheckpointStore(_Base):
     """The same on ``redis.asyncio``; the store's reads run in a worker thread."""
@@ -274,3 +292,13 @@ class AsyncCheckpointStore(_Base):
 
     async def delete_thread(self, keys: CheckpointKeys) -> int:
         return int(await self._run("checkpoint_delete", *delete_call(keys)))
+
+    async def run_threads(self, tenant: str, run_ids: Sequence[str]) -> set[str]:
+        validate_id("tenant", tenant)
+        with redis_errors():
+            pipe = self.redis.pipeline(transaction=False)
+            for key in self._run_keys(tenant, run_ids):
+                pipe.smembers(key)
+            found = {str(thread) for members in await pipe.execute() for thread in members}
+        stored = await asyncio.to_thread(durable.threads_of_runs, self._engine(), tenant, run_ids)
+        return found | stored

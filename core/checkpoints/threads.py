@@ -1,10 +1,13 @@
-"""Whole-thread operations built from the store's own calls: ``copy_thread`` and ``prune``.
+"""Whole-thread operations built from the store's own calls: ``copy_thread``, ``prune`` and
+``delete_for_runs``.
 
 Both re-put checkpoints exactly as they were stored (same ids, records, blobs and pending
 writes: nothing is deserialized), so the copies take the same write-behind path as any put.
 ``prune(keep_latest)`` is a delete_thread followed by re-putting the newest checkpoint of each
 namespace: the floor hides everything older from every reader at once and the purge deletes
-it, and the re-put rows are newer than the floor. Run both on an idle thread: a checkpoint
+it, and the re-put rows are newer than the floor. ``delete_for_runs`` does the same to each
+thread that has checkpoints of the runs (found by the runs' index, never a scan of keys),
+re-putting the checkpoints of the other runs. Run both on an idle thread: a checkpoint
 written while they run may be missed by the copy or pruned with the rest.
 """
 
@@ -63,6 +66,39 @@ def prune(store: CheckpointStore, keys: CheckpointKeys, strategy: str) -> None:
     kept = newest_per_namespace(list(store.list(keys, None))) if strategy == KEEP_LATEST else []
     store.delete_thread(keys)
     _put_all(store, keys, kept)
+
+
+def _survivors(found: Sequence[Loaded], run_ids: set[str]) -> list[Loaded] | None:
+    """Oldest first, the checkpoints of other runs; None when the thread has none of these."""
+    kept = [one for one in found if one.record.metadata.get("run_id") not in run_ids]
+    return None if len(kept) == len(found) else list(reversed(kept))
+
+
+def delete_for_runs(store: CheckpointStore, tenant: str, run_ids: Sequence[str]) -> int:
+    """Returns how many threads were rewritten."""
+    wanted = set(run_ids)
+    changed = 0
+    for thread in sorted(store.run_threads(tenant, run_ids)) if wanted else []:
+        keys = store.thread_keys(tenant, thread)
+        kept = _survivors(list(store.list(keys, None)), wanted)
+        if kept is not None:
+            store.delete_thread(keys)
+            _put_all(store, keys, kept)
+            changed += 1
+    return changed
+
+
+async def adelete_for_runs(store: AsyncCheckpointStore, tenant: str, run_ids: Sequence[str]) -> int:
+    wanted = set(run_ids)
+    changed = 0
+    for thread in sorted(await store.run_threads(tenant, run_ids)) if wanted else []:
+        keys = store.thread_keys(tenant, thread)
+        kept = _survivors([one async for one in store.list(keys, None)], wanted)
+        if kept is not None:
+            await store.delete_thread(keys)
+            await _aput_all(store, keys, kept)
+            changed += 1
+    return changed
 
 
 async def _aput_all(

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, select, tuple_
+from sqlalchemy import Connection, Table, select, text, tuple_
 
 from core.checkpoints.model import CheckpointRecord, PendingWrite
 from core.errors import PermanentError
@@ -158,6 +158,34 @@ def _raise_floor(connection: Connection, row: ThreadDeleteRow) -> None:
     )
 
 
+def _key(table: Table, values: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(values[column.name] for column in table.primary_key.columns)
+
+
+def _upsert(connection: Connection, table: Table, *, newest_wins: bool) -> Any:
+    """Insert, or replace a row that is a deleted thread's residue (written at or before its
+    floor: a re-put after delete_thread, prune or delete_for_runs). ``newest_wins`` (special
+    pending writes) also replaces an older write. A replayed entry changes nothing."""
+    statement = insert_for(connection, table)
+    excluded = statement.excluded
+    # Text, not a correlated select: SQLAlchemy does not correlate a subquery of an ON
+    # CONFLICT clause with the row in conflict. The names are our own tables'.
+    name = table.name
+    condition = (
+        f"{name}.written_us <= (SELECT d.deleted_us FROM checkpoint_threads d "
+        f"WHERE d.tenant = {name}.tenant AND d.session_id = {name}.session_id)"
+    )
+    if newest_wins:
+        condition += f" OR {name}.written_us < excluded.written_us"
+    stale = text(condition)
+    keys = {column.name for column in table.primary_key.columns}
+    return statement.on_conflict_do_update(
+        index_elements=[column.name for column in table.primary_key.columns],
+        set_={c.name: excluded[c.name] for c in table.columns if c.name not in keys},
+        where=stale,
+    )
+
+
 def apply_checkpoint_rows(
     connection: Connection,
     rows: Sequence[CheckpointWalRow],
@@ -172,10 +200,12 @@ def apply_checkpoint_rows(
             if row.written_us > floors.get(key, 0):
                 floors[key] = row.written_us
                 _raise_floor(connection, row)
-    kept: list[dict[str, Any]] = []
-    blobs: list[dict[str, Any]] = []
-    keep_writes: list[dict[str, Any]] = []
-    replace_writes: dict[tuple[str, ...], dict[str, Any]] = {}
+    # Per table, by primary key: one statement may not touch a row twice, and of two entries
+    # for one row in a batch the later one counts (a re-put after a delete_thread).
+    kept: dict[tuple[Any, ...], dict[str, Any]] = {}
+    blobs: dict[tuple[Any, ...], dict[str, Any]] = {}
+    keep_writes: dict[tuple[Any, ...], dict[str, Any]] = {}
+    replace_writes: dict[tuple[Any, ...], dict[str, Any]] = {}
     for row in rows:
         if isinstance(row, ThreadDeleteRow):
             continue
@@ -186,23 +216,21 @@ def apply_checkpoint_rows(
         base["expires_at"] = expires
         if isinstance(row, CheckpointRow):
             record = row.record
-            kept.append(
-                {
-                    **base,
-                    "checkpoint_ns": record.ns,
-                    "checkpoint_id": record.checkpoint_id,
-                    "parent_checkpoint_id": record.parent_id,
-                    "type": record.type,
-                    "checkpoint": record.checkpoint,
-                    "metadata": record.metadata,
-                    "blobs": [list(pair) for pair in record.blobs],
-                }
-            )
+            values = {
+                **base,
+                "checkpoint_ns": record.ns,
+                "checkpoint_id": record.checkpoint_id,
+                "parent_checkpoint_id": record.parent_id,
+                "type": record.type,
+                "checkpoint": record.checkpoint,
+                "metadata": record.metadata,
+                "blobs": [list(pair) for pair in record.blobs],
+            }
+            kept[_key(checkpoints, values)] = values
             for channel, version, kind, value in row.blobs:
-                blobs.append(
-                    {**base, "checkpoint_ns": record.ns, "channel": channel}
-                    | {"version": version, "type": kind, "blob": value}
-                )
+                blob = {**base, "checkpoint_ns": record.ns, "channel": channel}
+                blob |= {"version": version, "type": kind, "blob": value}
+                blobs[_key(checkpoint_blobs, blob)] = blob
             continue
         for write in row.writes:
             values = {
@@ -216,37 +244,18 @@ def apply_checkpoint_rows(
                 "blob": write.value,
                 "task_path": write.task_path,
             }
-            if row.replace:
-                # The newest wins, and one statement may not touch a row twice.
-                where = (row.tenant, row.session_id, row.ns, row.checkpoint_id)
-                replace_writes[(*where, write.task_id, str(write.idx))] = values
-            else:
-                keep_writes.append(values)
+            (replace_writes if row.replace else keep_writes)[_key(checkpoint_writes, values)] = (
+                values
+            )
     inserted = 0
-    for table, batch in (
-        (checkpoints, kept),
-        (checkpoint_blobs, blobs),
-        (checkpoint_writes, keep_writes),
+    for table, batch, newest_wins in (
+        (checkpoints, kept, False),
+        (checkpoint_blobs, blobs, False),
+        (checkpoint_writes, keep_writes, False),
+        (checkpoint_writes, replace_writes, True),
     ):
         if batch:
-            result = connection.execute(
-                insert_for(connection, table).on_conflict_do_nothing(), batch
-            )
+            statement = _upsert(connection, table, newest_wins=newest_wins)
+            result = connection.execute(statement, list(batch.values()))
             inserted += max(result.rowcount, 0)
-    if replace_writes:
-        statement = insert_for(connection, checkpoint_writes)
-        excluded = statement.excluded
-        result = connection.execute(
-            statement.on_conflict_do_update(
-                index_elements=[column.name for column in checkpoint_writes.primary_key.columns],
-                set_={
-                    "channel": excluded.channel,
-                    "type": excluded.type,
-                    "blob": excluded.blob,
-                    "written_us": excluded.written_us,
-                },
-            ),
-            list(replace_writes.values()),
-        )
-        inserted += max(result.rowcount, 0)
     return inserted

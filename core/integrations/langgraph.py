@@ -314,6 +314,9 @@ class MemscribeSaver(BaseCheckpointSaver[str]):
         source, target = self._keys(str(source_thread_id)), self._keys(str(target_thread_id))
         threads.copy_thread(self.store, source, target)
 
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        threads.delete_for_runs(self.store, self.tenant, [str(run) for run in run_ids])
+
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         for thread_id in thread_ids:
             threads.prune(self.store, self._keys(str(thread_id)), _strategy(strategy))
@@ -372,6 +375,9 @@ class MemscribeSaver(BaseCheckpointSaver[str]):
     async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         source, target = self._keys(str(source_thread_id)), self._keys(str(target_thread_id))
         await threads.acopy_thread(self._async(), source, target)
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        await threads.adelete_for_runs(self._async(), self.tenant, [str(run) for run in run_ids])
 
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         for thread_id in thread_ids:

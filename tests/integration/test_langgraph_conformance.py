@@ -55,6 +55,9 @@ class SyncPathSaver(MemscribeSaver):
     async def aprune(self, *args: Any, **kwargs: Any) -> None:
         await asyncio.to_thread(self.prune, *args, **kwargs)
 
+    async def adelete_for_runs(self, *args: Any, **kwargs: Any) -> None:
+        await asyncio.to_thread(self.delete_for_runs, *args, **kwargs)
+
 
 def _savers(settings: Settings, cls: type[MemscribeSaver]) -> Callable[[], Any]:
     engine = make_engine(settings.database_url)
@@ -73,9 +76,8 @@ def _savers(settings: Settings, cls: type[MemscribeSaver]) -> Callable[[], Any]:
     return factory
 
 
-# Extended capabilities memscribe implements; delete_for_runs is not (docs/langgraph.md: it
-# needs an index of every thread by run id, and every memscribe key is one thread's).
-EXTENDED = {"copy_thread", "prune"}
+# Every extended capability: memscribe implements them all.
+EXTENDED = {"copy_thread", "prune", "delete_for_runs"}
 
 
 def _run(settings: Settings, cls: type[MemscribeSaver], name: str) -> dict[str, list[int]]:
