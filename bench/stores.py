@@ -74,6 +74,38 @@ def prepare_database(url: str) -> None:
     migrate(url)
 
 
+def _admin(url: str) -> Engine:
+    parsed = make_url(url).set(database="postgres")
+    return sa.create_engine(parsed, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+
+
+def fresh_database(url: str, name: str) -> str:
+    """An empty database ``name`` on ``url``'s server (dropped first if a killed run left it),
+    for an anchor or a restore; its URL."""
+    admin = _admin(url)
+    try:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    finally:
+        admin.dispose()
+    return make_url(url).set(database=name).render_as_string(False)
+
+
+def drop_database(url: str, name: str) -> None:
+    admin = _admin(url)
+    try:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
+def libpq_url(url: str) -> str:
+    """A SQLAlchemy URL as libpq takes it (pg_dump, psql, psycopg 3): no ``+psycopg2``."""
+    return make_url(url).set(drivername="postgresql").render_as_string(False)
+
+
 def truncate(engine: Engine) -> None:
     with engine.begin() as connection:
         connection.execute(sa.text("TRUNCATE messages, sessions, memories, memory_lineage"))

@@ -14,6 +14,7 @@ from bench.sections import (
     append_latency,
     backup,
     cache,
+    checkpoints,
     durable_throughput,
     encryption,
     history,
@@ -41,6 +42,8 @@ SECTIONS: list[Section] = [
     memories.SECTION,
     history.SECTION,
     state.SECTION,
+    # LangGraph checkpoints (core/checkpoints): put beside PostgresSaver and SqliteSaver.
+    checkpoints.SECTION,
     # No store: labelled pairs only.
     memory_similarity.SECTION,
     # The cache's levels (core/cache).

@@ -124,41 +124,10 @@ def _seed(ctx: BenchContext, rows: int) -> float:
     return time.monotonic() - started
 
 
-def _admin(ctx: BenchContext) -> sa.Engine:
-    url = make_url(ctx.stores.database_url).set(database="postgres")
-    return sa.create_engine(url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
-
-
-def _fresh_database(ctx: BenchContext, name: str) -> str:
-    """An empty database ``name`` (dropped first if a killed run left it); its URL."""
-    admin = _admin(ctx)
-    try:
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    finally:
-        admin.dispose()
-    return make_url(ctx.stores.database_url).set(database=name).render_as_string(False)
-
-
-def _drop_database(ctx: BenchContext, name: str) -> None:
-    admin = _admin(ctx)
-    try:
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
-
-
 def _checkpoint(ctx: BenchContext) -> None:
     # Each timed step starts with no dirty pages left by the one before.
     with ctx.engine.connect() as connection:
         connection.execution_options(isolation_level="AUTOCOMMIT").execute(sa.text("CHECKPOINT"))
-
-
-def _libpq(url: str) -> str:
-    """A SQLAlchemy URL as pg_dump and psql take it (no ``+psycopg2``)."""
-    return make_url(url).set(drivername="postgresql").render_as_string(False)
 
 
 def _count(url: str) -> int:
@@ -261,11 +230,12 @@ def _repetition(ctx: BenchContext, rows: int, samples: Samples, workdir: Path) -
     _checkpoint(ctx)
     with dump.open("wb") as out:
         dump_s = _pipe(
-            ["pg_dump", "--data-only", "--table=messages", "--table=sessions", _libpq(source)],
+            ["pg_dump", "--data-only", "--table=messages", "--table=sessions",
+             stores.libpq_url(source)],
             ["gzip", "-6"],
             out=out,
             what="pg_dump | gzip",
-        )
+        )  # fmt: skip
     samples.add("dump_rows_per_s", total / dump_s)
     samples.add("dump_bytes_per_row", dump.stat().st_size / total)
 
@@ -273,7 +243,7 @@ def _repetition(ctx: BenchContext, rows: int, samples: Samples, workdir: Path) -
     into_name = f"{make_url(source).database}_restore"
     psql_name = f"{into_name}_psql"
     try:
-        into = _fresh_database(ctx, into_name)
+        into = stores.fresh_database(ctx.stores.database_url, into_name)
         _checkpoint(ctx)
         restore = _memscribe(env, "backup", "restore", made["id"], "--into", into, "--json")
         restored = _report(restore)["rows"]
@@ -281,17 +251,17 @@ def _repetition(ctx: BenchContext, rows: int, samples: Samples, workdir: Path) -
             raise stores.BenchError(f"restore: {restored} rows restored of {total}")
         samples.add("restore_rows_per_s", total / restore.seconds)
         samples.add("restore_rss_mb", restore.peak_rss_mb)
-        _drop_database(ctx, into_name)
+        stores.drop_database(ctx.stores.database_url, into_name)
 
         # 4. gunzip | psql, into an empty database migrated beforehand
-        anchor = _fresh_database(ctx, psql_name)
+        anchor = stores.fresh_database(ctx.stores.database_url, psql_name)
         migrate(anchor)
         _checkpoint(ctx)
         with open(os.devnull, "wb") as out:
             psql_s = _pipe(
                 ["gunzip", "-c", str(dump)],
                 ["psql", "-q", "-X", "-v", "ON_ERROR_STOP=1", "--single-transaction",
-                 _libpq(anchor)],
+                 stores.libpq_url(anchor)],
                 out=out,
                 what="gunzip | psql",
             )  # fmt: skip
@@ -299,8 +269,8 @@ def _repetition(ctx: BenchContext, rows: int, samples: Samples, workdir: Path) -
             raise stores.BenchError(f"psql: {_count(anchor)} rows loaded of {total}")
         samples.add("psql_rows_per_s", total / psql_s)
     finally:
-        _drop_database(ctx, into_name)
-        _drop_database(ctx, psql_name)
+        stores.drop_database(ctx.stores.database_url, into_name)
+        stores.drop_database(ctx.stores.database_url, psql_name)
     return (
         f"backup {backup.seconds:.1f}s ({samples['backup_rows_per_s'][-1]:.0f} rows/s, "
         f"{made['bytes'] / 1e6:.1f} MB, peak RSS {backup.peak_rss_mb:.0f} MB) vs pg_dump|gzip "
