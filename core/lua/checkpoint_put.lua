@@ -34,6 +34,10 @@ if budget > 0 then
   end
 end
 
+-- Everything that can fail runs before the first write: a script that errors keeps the
+-- writes it made, and a put must land whole or not at all.
+local decoded = cjson.decode(blob_json)
+
 local now = redis.call('TIME')
 local written = tonumber(now[1]) * 1000000 + tonumber(now[2])
 local last = math.max(tonumber(redis.call('HGET', clock, 'hw')) or 0,
@@ -47,7 +51,7 @@ redis.call('HSET', clock, 'hw', stamp)
 local member = ns .. '\0' .. ARGV[4]
 redis.call('ZADD', index, 0, member)
 redis.call('HSET', records, member, record)
-for _, blob in ipairs(cjson.decode(blob_json)) do
+for _, blob in ipairs(decoded) do
   -- A channel versioned without a value (LangGraph's triggers such as 'branch:to:agent') has
   -- a null value: stored as '<type>|', which the read hands back as absent.
   local value = blob[4]

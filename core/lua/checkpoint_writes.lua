@@ -27,6 +27,13 @@ if budget > 0 then
   end
 end
 
+-- Everything that can fail runs before the first write (see checkpoint_put.lua).
+local decoded = cjson.decode(writes_json)
+local fields = {}
+for i, w in ipairs(decoded) do
+  fields[i] = string.format('%d', w[2])
+end
+
 local now = redis.call('TIME')
 local written = tonumber(now[1]) * 1000000 + tonumber(now[2])
 local last = math.max(tonumber(redis.call('HGET', clock, 'hw')) or 0,
@@ -38,8 +45,8 @@ local stamp = string.format('%.0f', written)
 redis.call('HSET', clock, 'hw', stamp)
 
 local prefix = ns .. '\0' .. cid .. '\0'
-for _, w in ipairs(cjson.decode(writes_json)) do
-  local field = prefix .. w[1] .. '\0' .. string.format('%d', w[2])
+for i, w in ipairs(decoded) do
+  local field = prefix .. w[1] .. '\0' .. fields[i]
   local value = cjson.encode(w)
   if replace == '1' then
     redis.call('HSET', writes, field, value)
