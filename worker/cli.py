@@ -24,7 +24,7 @@ from core.store.connections import redis_client
 from core.store.db import migrate
 from core.store.keys import Keys
 from core.summaries.status import summarization_status
-from worker import backup, dlq, erasure, keystore, memories, observe, purge, run
+from worker import backup, checkpoints, dlq, erasure, keystore, memories, observe, purge, run
 
 console = Console()
 
@@ -162,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     purge.add_parser(commands)
     keystore.add_parsers(commands)
     backup.add_parsers(commands)
+    checkpoints.add_parsers(commands)  # LangGraph checkpoints (core/checkpoints)
     run.add_parsers(commands)
     observe.add_parsers(commands)  # metrics (core/observability)
     # Flower (worker/flower.py): basic auth required, loopback unless configured.
