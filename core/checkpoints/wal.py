@@ -11,7 +11,8 @@ Exactly once: every row is unique on its primary key and inserted with ``ON CONF
 NOTHING`` (pending writes of special channels replace, as LangGraph's savers do), so a
 replayed batch changes nothing. A row written at or before its thread's floor is not
 inserted; the floor itself only grows, so the order of a redelivery cannot bring a deleted
-thread back.
+thread back. A row written after the floor replaces a stored row of the same key at or below
+it (``prune`` re-puts the kept checkpoint with its ids after the delete).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, select, tuple_
+from sqlalchemy import BigInteger, Connection, Table, bindparam, select, tuple_
 
 from core.checkpoints.model import CheckpointRecord, PendingWrite
 from core.errors import PermanentError
@@ -158,6 +159,25 @@ def _raise_floor(connection: Connection, row: ThreadDeleteRow) -> None:
     )
 
 
+def _insert_or_revive(connection: Connection, table: Table) -> Any:
+    """Insert; on a key the store holds, do nothing unless the stored row is at or below its
+    thread's floor (each row's ``floor_us``). Such a row is deleted for readers but not purged
+    yet, and a put of the same key after the delete (prune's kept checkpoint, a thread copied
+    again) must replace it: left alone, the new write would stay hidden behind the floor and
+    be purged with it. A replayed entry finds its own row above the floor: nothing changes."""
+    statement = insert_for(connection, table)
+    key = [column.name for column in table.primary_key.columns]
+    return statement.on_conflict_do_update(
+        index_elements=key,
+        set_={
+            column.name: statement.excluded[column.name]
+            for column in table.columns
+            if column.name not in key
+        },
+        where=table.c.written_us <= bindparam("floor_us", type_=BigInteger),
+    )
+
+
 def apply_checkpoint_rows(
     connection: Connection,
     rows: Sequence[CheckpointWalRow],
@@ -172,9 +192,11 @@ def apply_checkpoint_rows(
             if row.written_us > floors.get(key, 0):
                 floors[key] = row.written_us
                 _raise_floor(connection, row)
-    kept: list[dict[str, Any]] = []
-    blobs: list[dict[str, Any]] = []
-    keep_writes: list[dict[str, Any]] = []
+    # Keyed by primary key, the first write kept: one upsert statement may not touch a row
+    # twice (the same checkpoint put twice, a thread copied twice).
+    kept: dict[tuple[Any, ...], dict[str, Any]] = {}
+    blobs: dict[tuple[Any, ...], dict[str, Any]] = {}
+    keep_writes: dict[tuple[Any, ...], dict[str, Any]] = {}
     replace_writes: dict[tuple[str, ...], dict[str, Any]] = {}
     for row in rows:
         if isinstance(row, ThreadDeleteRow):
@@ -184,11 +206,15 @@ def apply_checkpoint_rows(
         expires = policy.expires_at(row.tenant, RETENTION_KIND, _when(row.written_us))
         base = {"tenant": row.tenant, "session_id": row.session_id, "written_us": row.written_us}
         base["expires_at"] = expires
+        revive = {"floor_us": floors.get((row.tenant, row.session_id), 0)}
         if isinstance(row, CheckpointRow):
             record = row.record
-            kept.append(
+            thread = (row.tenant, row.session_id, record.ns)
+            kept.setdefault(
+                (*thread, record.checkpoint_id),
                 {
                     **base,
+                    **revive,
                     "checkpoint_ns": record.ns,
                     "checkpoint_id": record.checkpoint_id,
                     "parent_checkpoint_id": record.parent_id,
@@ -196,12 +222,13 @@ def apply_checkpoint_rows(
                     "checkpoint": record.checkpoint,
                     "metadata": record.metadata,
                     "blobs": [list(pair) for pair in record.blobs],
-                }
+                },
             )
             for channel, version, kind, value in row.blobs:
-                blobs.append(
-                    {**base, "checkpoint_ns": record.ns, "channel": channel}
-                    | {"version": version, "type": kind, "blob": value}
+                blobs.setdefault(
+                    (*thread, channel, version),
+                    {**base, **revive, "checkpoint_ns": record.ns, "channel": channel}
+                    | {"version": version, "type": kind, "blob": value},
                 )
             continue
         for write in row.writes:
@@ -221,7 +248,8 @@ def apply_checkpoint_rows(
                 where = (row.tenant, row.session_id, row.ns, row.checkpoint_id)
                 replace_writes[(*where, write.task_id, str(write.idx))] = values
             else:
-                keep_writes.append(values)
+                where = (row.tenant, row.session_id, row.ns, row.checkpoint_id)
+                keep_writes.setdefault((*where, write.task_id, write.idx), values | revive)
     inserted = 0
     for table, batch in (
         (checkpoints, kept),
@@ -229,9 +257,7 @@ def apply_checkpoint_rows(
         (checkpoint_writes, keep_writes),
     ):
         if batch:
-            result = connection.execute(
-                insert_for(connection, table).on_conflict_do_nothing(), batch
-            )
+            result = connection.execute(_insert_or_revive(connection, table), list(batch.values()))
             inserted += max(result.rowcount, 0)
     if replace_writes:
         statement = insert_for(connection, checkpoint_writes)

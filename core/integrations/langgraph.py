@@ -57,9 +57,9 @@ from core.checkpoints.model import (
     unb64,
 )
 from core.checkpoints.store import AsyncCheckpointStore, CheckpointStore
-from core.crypto.vault import keyed_engine
 from core.errors import ValidationError
 from core.store.connections import redis_client
+from core.store.db import make_engine
 
 _PLAIN = (str, int, float, bool)
 
@@ -115,7 +115,9 @@ class MemscribeSaver(BaseCheckpointSaver[str]):
     ) -> MemscribeSaver:
         """A saver for the configured stores (``MEMSCRIBE_REDIS_URL``, ``_DATABASE_URL``)."""
         settings = settings or get_settings()
-        engine = keyed_engine(settings)
+        # Checkpoints are stored as the serde made them (not sealed): the saver's reads need
+        # no vault, and the drainers that write them build their own keyed engine.
+        engine = make_engine(settings.database_url)
         store = CheckpointStore(
             redis=redis_client(settings), settings=settings, engine=lambda: engine
         )

@@ -46,7 +46,13 @@ local member = ns .. '\0' .. ARGV[4]
 redis.call('ZADD', index, 0, member)
 redis.call('HSET', records, member, record)
 for _, blob in ipairs(cjson.decode(blob_json)) do
-  redis.call('HSET', blobs, ns .. '\0' .. blob[1] .. '\0' .. blob[2], blob[3] .. '|' .. blob[4])
+  -- An EMPTY blob (a channel with a version but no value) carries null: cjson.null, which
+  -- Lua cannot concatenate. It is stored as "empty|" and read back as absent.
+  local value = blob[4]
+  if value == cjson.null then
+    value = ''
+  end
+  redis.call('HSET', blobs, ns .. '\0' .. blob[1] .. '\0' .. blob[2], blob[3] .. '|' .. value)
 end
 -- 'cp' 1: a checkpoint (w = its time, d = {"r": record, "b": blobs}).
 local payload = '{"r":' .. record .. ',"b":' .. blob_json .. '}'
