@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, func, select, tuple_
 
 from core.checkpoints.model import EMPTY, CheckpointRecord, PendingWrite
 from core.store.checkpoint_tables import (
@@ -96,15 +96,12 @@ def load_blobs(
             select(table.c.channel, table.c.version, table.c.type, table.c.blob).where(
                 _of(table, tenant, thread, floor)
                 & (table.c.checkpoint_ns == ns)
-                & table.c.channel.in_([channel for channel, _ in pairs])
+                # The pairs asked for, not every version of those channels: a long thread
+                # holds one blob per step of its messages channel.
+                & tuple_(table.c.channel, table.c.version).in_(pairs)
             )
         )
-        wanted_set = set(pairs)
-        return {
-            (channel, version): (kind, blob)
-            for channel, version, kind, blob in found
-            if (channel, version) in wanted_set
-        }
+        return {(channel, version): (kind, blob) for channel, version, kind, blob in found}
 
 
 def load_writes(

@@ -383,6 +383,15 @@ class MemscribeSaver(BaseCheckpointSaver[str]):
         for thread_id in thread_ids:
             await threads.aprune(self._async(), self._keys(str(thread_id)), _strategy(strategy))
 
+    def close(self) -> None:
+        """Close the sync Redis connections (the async ones: ``aclose``)."""
+        self.store.redis.close()
+
+    async def aclose(self) -> None:
+        self.store.redis.close()
+        if self.async_store is not None:
+            await self.async_store.redis.aclose()
+
     def get_next_version(self, current: str | None, channel: None) -> str:
         """Versions that sort as strings (PostgresSaver's shape): the counter, then noise."""
         if current is None:

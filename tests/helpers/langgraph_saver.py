@@ -21,9 +21,10 @@ from sqlalchemy import Engine, event
 
 from config.settings import Settings
 from core.checkpoints.store import AsyncCheckpointStore, CheckpointStore
-from core.integrations.langgraph import MemscribeSaver, async_redis
+from core.integrations.langgraph import MemscribeSaver
 from core.log.drainer import Drainer
 from core.store.checkpoint_tables import checkpoints
+from core.store.connections import async_redis_client
 from core.store.connections import redis_client as redis_for
 from core.store.keys import Keys
 
@@ -89,7 +90,7 @@ FIRST = {"log": ["hello"], "profile": {"name": "Ada"}}
 @asynccontextmanager
 async def async_saver(settings: Settings, engine: Engine) -> AsyncIterator[MemscribeSaver]:
     """A saver with its async store on redis.asyncio, in the running loop."""
-    sync_client, aio = redis_for(settings), async_redis(settings)
+    sync_client, aio = redis_for(settings), async_redis_client(settings)
     store = CheckpointStore(redis=sync_client, settings=settings, engine=lambda: engine)
     async_store = AsyncCheckpointStore(redis=aio, settings=settings, engine=lambda: engine)
     try:
