@@ -206,8 +206,8 @@ def write_calls(ns: Namespace, entries: Sequence[Encoded], stamps: Sequence[str]
     """``cache_mset`` for ``entries`` with their new ``stamps``, chunked."""
     calls = []
     for chunk in _chunks(range(len(entries)), [entry.size_bytes for entry in entries]):
-        keys = [ns.index]
-        args: list[str | bytes | int] = [ns.ttl_ms]
+        keys = [ns.index, ns.keys.cache_tenant_namespaces(ns.tenant)]
+        args: list[str | bytes | int] = [ns.ttl_ms, ns.name]
         for i in chunk:
             keys.extend(ns.entry_keys(entries[i].key))
             args.extend((entries[i].key, entries[i].text, stamps[i]))

@@ -22,6 +22,7 @@ import redis
 from sqlalchemy import Engine, delete, select, text
 
 from config.settings import Settings
+from core.cache.erase import erase_tenant_namespaces
 from core.cache.multilevel import Cache
 from core.checkpoints import erase as checkpoints_erase
 from core.erasure import receipts
@@ -125,6 +126,7 @@ class ErasureRequests:
                 self._redis.delete(*self._subject_index_keys(tenant, subject_id))
             counts["cache"] += self._cache.invalidate_tag(subject_cache_tag(tenant, subject_id))
         counts["cache"] += self._cache.invalidate_tag(tenant_cache_tag(tenant))
+        counts["cache"] += erase_tenant_namespaces(self._redis, self._keys, tenant)
         counts["checkpoint_threads"] = checkpoints_erase.bar_tenant(
             self._redis, self._scripts, engine, self._keys, tenant
         )

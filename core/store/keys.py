@@ -374,6 +374,10 @@ class Keys:
         """The cache name of one key of a namespace (pass "" for the names' common prefix)."""
         return f"~{tenant}:{namespace}:{hex_key}"
 
+    def cache_tenant_namespaces(self, tenant: str) -> str:
+        """Set: the tenant's cache namespaces (the LangChain store's), for erase_tenant."""
+        return f"{self.prefix}:{{cache}}:xt:{tenant}"
+
     def cache_index(self, tenant: str, namespace: str) -> str:
         """Zset, every score 0: a namespace's keys as given, so a prefix walk is ZRANGEBYLEX
         over our own index (never SCAN MATCH)."""

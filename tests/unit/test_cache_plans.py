@@ -114,12 +114,13 @@ def test_writes_are_chunked_by_entries_and_bytes() -> None:
     ns = plans.Namespace.of(Keys("ms", 4), tenant="t", name="n")
     many = [plans.Encoded(f"k{i}", "1", 1) for i in range(plans.CHUNK_ENTRIES * 2 + 1)]
     calls = plans.write_calls(ns, many, ["s"] * len(many))
-    assert [len(call.args) for call in calls] == [1 + 3 * 500, 1 + 3 * 500, 1 + 3]
+    assert [len(call.args) for call in calls] == [2 + 3 * 500, 2 + 3 * 500, 2 + 3]
     big = [plans.Encoded(f"k{i}", "x", plans.CHUNK_BYTES // 2 + 1) for i in range(3)]
     assert len(plans.write_calls(ns, big, ["s"] * 3)) == 3
     one = plans.write_calls(ns, many[:1], ["s"])[0]
     assert one.keys == [
         "ms:{cache}:x:t:n",
+        "ms:{cache}:xt:t",  # the tenant's namespaces (erase_tenant)
         "ms:{cache}:v:~t:n:6b30",
         "ms:{cache}:s:~t:n:6b30",
     ]
