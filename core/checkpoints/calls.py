@@ -169,6 +169,16 @@ def redis_ids(members: Sequence[Any]) -> list[tuple[str, str]]:
     return found
 
 
+def merge_ids(
+    stored: Sequence[tuple[str, str]], members: Sequence[Any], before: str | None
+) -> list[tuple[str, str]]:
+    """The store's (ns, id) pairs and Redis's index members, once each, newest first (ids are
+    time-ordered), older than ``before`` when given."""
+    found = set(stored) | set(redis_ids(members))
+    newest_first = sorted(found, key=lambda pair: (pair[1], pair[0]), reverse=True)
+    return [pair for pair in newest_first if before is None or pair[1] < before]
+
+
 def index_range(ns: str | None) -> tuple[str, str]:
     """ZREVRANGEBYLEX bounds (max, min) of a namespace's members (every member: None)."""
     if ns is None:

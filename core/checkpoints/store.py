@@ -25,11 +25,11 @@ from core.checkpoints.calls import (
     delete_call,
     index_range,
     loaded,
+    merge_ids,
     merge_writes,
     parse_read,
     put_call,
     read_call,
-    redis_ids,
     writes_call,
 )
 from core.checkpoints.keys import CheckpointKeys, checkpoint_keys, run_threads_key
@@ -157,9 +157,7 @@ class CheckpointStore(_Base):
         stored = durable.list_ids(
             self._engine(), keys.tenant, keys.thread_id, ns, before=before, floor=int(floor or 0)
         )
-        found = set(stored) | set(redis_ids(members))
-        newest_first = sorted(found, key=lambda pair: (pair[1], pair[0]), reverse=True)
-        return [pair for pair in newest_first if before is None or pair[1] < before]
+        return merge_ids(stored, members, before)
 
     def list(
         self,
@@ -268,9 +266,7 @@ class AsyncCheckpointStore(_Base):
             before=before,
             floor=int(floor or 0),
         )
-        found = set(stored) | set(redis_ids(members))
-        newest_first = sorted(found, key=lambda pair: (pair[1], pair[0]), reverse=True)
-        return [pair for pair in newest_first if before is None or pair[1] < before]
+        return merge_ids(stored, members, before)
 
     async def list(
         self,
