@@ -10,20 +10,18 @@ flight comes back; a put after the request is newer than the floor and is kept (
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import redis
 from sqlalchemy import Engine, delete, select
 
 from core.checkpoints.calls import delete_call
 from core.checkpoints.keys import checkpoint_keys, tenant_threads_key
+from core.checkpoints.wal import ThreadDeleteRow, raise_floor
 from core.store.checkpoint_tables import (
     checkpoint_blobs,
     checkpoint_threads,
     checkpoint_writes,
     checkpoints,
 )
-from core.store.db import insert_for
 from core.store.db_errors import translate_errors
 from core.store.keys import Keys
 from core.store.redis_errors import redis_errors
@@ -56,19 +54,9 @@ def bar_tenant(
         for thread in sorted(_threads(redis_client, engine, keys, tenant)):
             names, args = delete_call(checkpoint_keys(keys, tenant, thread))
             floors[thread] = int(scripts.checkpoint_delete(keys=names, args=args))
-    now = datetime.now(UTC)
     with translate_errors(), engine.begin() as connection:
         for thread, floor in sorted(floors.items()):
-            statement = insert_for(connection, checkpoint_threads).values(
-                tenant=tenant, session_id=thread, deleted_us=floor, deleted_at=now
-            )
-            connection.execute(
-                statement.on_conflict_do_update(
-                    index_elements=["tenant", "session_id"],
-                    set_={"deleted_us": statement.excluded.deleted_us, "deleted_at": now},
-                    where=checkpoint_threads.c.deleted_us < statement.excluded.deleted_us,
-                )
-            )
+            raise_floor(connection, ThreadDeleteRow(tenant, thread, floor))
     return len(floors)
 
 

@@ -141,7 +141,8 @@ def _floors(connection: Connection, rows: Sequence[CheckpointWalRow]) -> dict[tu
     return {(tenant, thread): int(floor) for tenant, thread, floor in found}
 
 
-def _raise_floor(connection: Connection, row: ThreadDeleteRow) -> None:
+def raise_floor(connection: Connection, row: ThreadDeleteRow) -> None:
+    """The thread's floor in ``checkpoint_threads``, raised to ``row``'s (never lowered)."""
     statement = insert_for(connection, checkpoint_threads).values(
         tenant=row.tenant,
         session_id=row.session_id,
@@ -199,7 +200,7 @@ def apply_checkpoint_rows(
             key = (row.tenant, row.session_id)
             if row.written_us > floors.get(key, 0):
                 floors[key] = row.written_us
-                _raise_floor(connection, row)
+                raise_floor(connection, row)
     # Per table, by primary key: one statement may not touch a row twice, and of two entries
     # for one row in a batch the later one counts (a re-put after a delete_thread).
     kept: dict[tuple[Any, ...], dict[str, Any]] = {}
