@@ -60,9 +60,9 @@ def put_call(
     blob_json = encode_json([[b.channel, b.version, b.type, b.value] for b in blobs])
     check_size("checkpoint", len(record_json) + len(blob_json), limits.max_bytes)
     head: list[str | int | float] = [keys.tenant, keys.thread_id, record.ns, record.checkpoint_id]
-    run_id = run_of(record)
-    names = [*keys.all(), keys.run_threads(run_id)]
-    return names, [*head, record_json, blob_json, *limits.tail(keys.tenant), run_id]
+    run_id, subject = run_of(record), record.subject_id or ""
+    names = [*keys.all(), keys.run_threads(run_id), keys.subject_threads(subject)]
+    return names, [*head, record_json, blob_json, *limits.tail(keys.tenant), run_id, subject]
 
 
 def run_of(record: CheckpointRecord) -> str:
@@ -79,11 +79,13 @@ def writes_call(
     *,
     replace: bool,
     limits: Limits,
+    subject_id: str | None = None,
 ) -> Call:
     writes_json = encode_json([write.as_list() for write in writes])
     check_size("writes", len(writes_json), limits.max_bytes)
     head: list[str | int | float] = [keys.tenant, keys.thread_id, ns, checkpoint_id, writes_json]
-    return keys.all(), [*head, "1" if replace else "0", *limits.tail(keys.tenant)]
+    tail = [*limits.tail(keys.tenant), subject_id or ""]
+    return keys.all(), [*head, "1" if replace else "0", *tail]
 
 
 def read_call(keys: CheckpointKeys, ns: str, checkpoint_id: str | None) -> Call:

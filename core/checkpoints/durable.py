@@ -29,6 +29,7 @@ _RECORD_COLUMNS = (
     checkpoints.c.checkpoint,
     checkpoints.c.metadata,
     checkpoints.c.blobs,
+    checkpoints.c.subject_id,
 )
 
 
@@ -48,7 +49,7 @@ def _of(table: Any, tenant: str, thread: str, floor: int) -> Any:
 
 
 def _record(row: Any) -> CheckpointRecord:
-    ns, checkpoint_id, parent_id, kind, checkpoint, metadata, blobs = row
+    ns, checkpoint_id, parent_id, kind, checkpoint, metadata, blobs, subject_id = row
     return CheckpointRecord(
         ns=ns,
         checkpoint_id=checkpoint_id,
@@ -57,6 +58,7 @@ def _record(row: Any) -> CheckpointRecord:
         checkpoint=checkpoint,
         metadata=dict(metadata),
         blobs=tuple((str(channel), str(version)) for channel, version in blobs),
+        subject_id=subject_id,
     )
 
 
@@ -162,6 +164,18 @@ def threads_of_runs(engine: Engine, tenant: str, run_ids: Sequence[str]) -> set[
             connection.execute(
                 select(checkpoints.c.session_id)
                 .where((checkpoints.c.tenant == tenant) & run_id.in_(list(run_ids)))
+                .distinct()
+            ).scalars()
+        )
+
+
+def threads_of_subject(engine: Engine, tenant: str, subject_id: str) -> set[str]:
+    """The tenant's threads with stored checkpoints about ``subject_id`` (on its index)."""
+    with translate_errors(), engine.connect() as connection:
+        return set(
+            connection.execute(
+                select(checkpoints.c.session_id)
+                .where((checkpoints.c.tenant == tenant) & (checkpoints.c.subject_id == subject_id))
                 .distinct()
             ).scalars()
         )

@@ -55,6 +55,9 @@ class CheckpointKeys:
     def run_threads(self, run_id: str) -> str:
         return _run_key(self.prefix, self.tenant, run_id)
 
+    def subject_threads(self, subject_id: str) -> str:
+        return f"{self.prefix}:cps:{self.tenant}:{subject_id}"
+
     def data(self) -> list[str]:
         """The keys that hold checkpoint data (what a delete removes)."""
         return [self.index, self.records, self.blobs, self.writes, self.write_index]
@@ -89,6 +92,11 @@ def run_threads_key(keys: Keys, shard: int, tenant: str, run_id: str) -> str:
     """The shard's set of the tenant's threads with checkpoints of ``run_id``. The key holds a
     digest of the run id: any string names a key of fixed shape, never a pattern."""
     return _run_key(keys.tag(shard), tenant, run_id)
+
+
+def subject_threads_key(keys: Keys, shard: int, tenant: str, subject_id: str) -> str:
+    """The shard's set of the tenant's threads about ``subject_id`` (a checked id)."""
+    return f"{keys.tag(shard)}:cps:{tenant}:{subject_id}"
 
 
 def _run_key(tag: str, tenant: str, run_id: str) -> str:

@@ -6,7 +6,8 @@ shapes below are what Redis holds and what the WAL carries, so the drainer moves
 text into PostgreSQL without decoding it.
 
 - record: ``{"ns", "id", "p" parent id or null, "t" type, "c" the checkpoint without its
-  channel values, "m" metadata (JSON object), "bl" [[channel, version], ...]}``
+  channel values, "m" metadata (JSON object), "bl" [[channel, version], ...], "sub" the data
+  subject or null}``
 - blobs: ``[[channel, version, type, base64 or null], ...]``
 - writes: ``[[task_id, idx, channel, type, base64 or null, task_path], ...]``
 """
@@ -41,6 +42,7 @@ class CheckpointRecord:
     checkpoint: str  # base64
     metadata: dict[str, Any]
     blobs: tuple[tuple[str, str], ...]  # (channel, version) named by channel_versions
+    subject_id: str | None = None
 
     def as_json(self) -> str:
         return _JSON.encode(
@@ -52,6 +54,7 @@ class CheckpointRecord:
                 "c": self.checkpoint,
                 "m": self.metadata,
                 "bl": [list(pair) for pair in self.blobs],
+                "sub": self.subject_id,
             }
         )
 
@@ -66,6 +69,7 @@ class CheckpointRecord:
             checkpoint=str(doc["c"]),
             metadata=dict(doc["m"]),
             blobs=tuple((str(channel), str(version)) for channel, version in doc["bl"]),
+            subject_id=None if doc.get("sub") is None else str(doc["sub"]),
         )
 
 

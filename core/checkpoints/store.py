@@ -117,9 +117,16 @@ class CheckpointStore(_Base):
         writes: Sequence[PendingWrite],
         *,
         replace: bool,
+        subject_id: str | None = None,
     ) -> int:
         names, args = writes_call(
-            keys, ns, checkpoint_id, writes, replace=replace, limits=self.limits
+            keys,
+            ns,
+            checkpoint_id,
+            writes,
+            replace=replace,
+            limits=self.limits,
+            subject_id=subject_id,
         )
         with redis_errors():
             return int(self.scripts.checkpoint_writes(keys=names, args=args))
@@ -222,8 +229,17 @@ class AsyncCheckpointStore(_Base):
         writes: Sequence[PendingWrite],
         *,
         replace: bool,
+        subject_id: str | None = None,
     ) -> int:
-        call = writes_call(keys, ns, checkpoint_id, writes, replace=replace, limits=self.limits)
+        call = writes_call(
+            keys,
+            ns,
+            checkpoint_id,
+            writes,
+            replace=replace,
+            limits=self.limits,
+            subject_id=subject_id,
+        )
         return int(await self._run("checkpoint_writes", *call))
 
     async def _read(self, keys: CheckpointKeys, ns: str, checkpoint_id: str | None) -> RedisRead:

@@ -52,7 +52,14 @@ def _put_all(store: CheckpointStore, target: CheckpointKeys, checkpoints: Sequen
         record = found.record
         store.put(target, record, blobs_of(found))
         for replace, group in write_groups(found):
-            store.put_writes(target, record.ns, record.checkpoint_id, group, replace=replace)
+            store.put_writes(
+                target,
+                record.ns,
+                record.checkpoint_id,
+                group,
+                replace=replace,
+                subject_id=record.subject_id,
+            )
 
 
 def copy_thread(store: CheckpointStore, source: CheckpointKeys, target: CheckpointKeys) -> int:
@@ -108,7 +115,14 @@ async def _aput_all(
         record = found.record
         await store.put(target, record, blobs_of(found))
         for replace, group in write_groups(found):
-            await store.put_writes(target, record.ns, record.checkpoint_id, group, replace=replace)
+            await store.put_writes(
+                target,
+                record.ns,
+                record.checkpoint_id,
+                group,
+                replace=replace,
+                subject_id=record.subject_id,
+            )
 
 
 async def acopy_thread(

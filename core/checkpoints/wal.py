@@ -4,7 +4,7 @@ Three kinds (``core/log/entries.py`` sorts entries by kind and version), each wi
 tenant, ``s`` thread, ``w`` the Redis time of the write in microseconds:
 
 - ``cp`` 1, a checkpoint: ``d`` = ``{"r": record, "b": blobs}`` (core/checkpoints/model.py);
-- ``cw`` 1, pending writes: ``d`` = ``{"ns", "id", "u" replace, "w": writes}``;
+- ``cw`` 1, pending writes: ``d`` = ``{"ns", "id", "u" replace, "sub" subject, "w": writes}``;
 - ``cd`` 1, delete_thread: ``w`` is the thread's new floor.
 
 Exactly once: every row is unique on its primary key and inserted with ``ON CONFLICT DO
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, select, text, tuple_
+from sqlalchemy import Connection, Table, func, select, text, tuple_
 
 from core.checkpoints.model import CheckpointRecord, PendingWrite
 from core.errors import PermanentError
@@ -62,6 +62,7 @@ class WritesRow:
     checkpoint_id: str
     replace: bool
     writes: list[PendingWrite]
+    subject_id: str | None = None
     seq: int = 0
 
 
@@ -102,8 +103,16 @@ def decode_writes(fields: dict[str, str]) -> WritesRow:
         tenant, thread, written = _head(fields)
         doc = json.loads(fields["d"])
         writes = [PendingWrite.from_list(item) for item in doc["w"]]
+        subject = doc.get("sub")
         row = WritesRow(
-            tenant, thread, written, str(doc["ns"]), str(doc["id"]), bool(doc["u"]), writes
+            tenant,
+            thread,
+            written,
+            str(doc["ns"]),
+            str(doc["id"]),
+            bool(doc["u"]),
+            writes,
+            None if subject is None else expect_text(subject),
         )
     except (KeyError, ValueError, TypeError, OverflowError) as exc:
         raise _malformed(exc) from None
@@ -141,20 +150,31 @@ def _floors(connection: Connection, rows: Sequence[CheckpointWalRow]) -> dict[tu
     return {(tenant, thread): int(floor) for tenant, thread, floor in found}
 
 
-def raise_floor(connection: Connection, row: ThreadDeleteRow) -> None:
-    """The thread's floor in ``checkpoint_threads``, raised to ``row``'s (never lowered)."""
+def raise_floor(
+    connection: Connection, row: ThreadDeleteRow, *, erased_by: str | None = None
+) -> None:
+    """The thread's floor in ``checkpoint_threads``, raised to ``row``'s (never lowered);
+    ``erased_by``: the erasure receipt whose job deletes the rows (kept once set)."""
     statement = insert_for(connection, checkpoint_threads).values(
         tenant=row.tenant,
         session_id=row.session_id,
         deleted_us=row.written_us,
         deleted_at=_when(row.written_us),
+        erased_by=erased_by,
     )
-    current = checkpoint_threads.c.deleted_us
+    stored = checkpoint_threads.c
+    excluded = statement.excluded
     connection.execute(
         statement.on_conflict_do_update(
             index_elements=["tenant", "session_id"],
-            set_={"deleted_us": statement.excluded.deleted_us, "deleted_at": _when(row.written_us)},
-            where=current < statement.excluded.deleted_us,
+            set_={
+                "deleted_us": func.max(stored.deleted_us, excluded.deleted_us)
+                if connection.dialect.name == "sqlite"
+                else func.greatest(stored.deleted_us, excluded.deleted_us),
+                "deleted_at": excluded.deleted_at,
+                "erased_by": func.coalesce(excluded.erased_by, stored.erased_by),
+            },
+            where=(stored.deleted_us < excluded.deleted_us) | (excluded.erased_by.is_not(None)),
         )
     )
 
@@ -217,6 +237,7 @@ def apply_checkpoint_rows(
         base["expires_at"] = expires
         if isinstance(row, CheckpointRow):
             record = row.record
+            base["subject_id"] = record.subject_id
             values = {
                 **base,
                 "checkpoint_ns": record.ns,
@@ -233,6 +254,7 @@ def apply_checkpoint_rows(
                 blob |= {"version": version, "type": kind, "blob": value}
                 blobs[_key(checkpoint_blobs, blob)] = blob
             continue
+        base["subject_id"] = row.subject_id
         for write in row.writes:
             values = {
                 **base,

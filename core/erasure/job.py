@@ -15,7 +15,7 @@ import redis
 from sqlalchemy import Engine, delete, select
 
 from config.settings import Settings
-from core.checkpoints.erase import empty_tenant
+from core.checkpoints.erase import empty_erased
 from core.erasure import receipts, scrub
 from core.erasure.receipts import COMPLETED, DONE, ERASING, TENANT, Receipt
 from core.erasure.scrub import Erased, Floors
@@ -90,6 +90,8 @@ class ErasureJob:
         if receipt.scope == TENANT:
             for name, count in self._tenant_wide(receipt.tenant).items():
                 removed[name] = removed.get(name, 0) + count
+        for name, count in empty_erased(self._engine, receipt_id).items():
+            removed[name] = removed.get(name, 0) + count
         with redis_errors():
             for name, count in scrub.scrub(self._redis, self._keys, erased, delete=True).items():
                 removed[name] = removed.get(name, 0) + count
@@ -117,8 +119,7 @@ class ErasureJob:
 
     def _tenant_wide(self, tenant: str) -> dict[str, int]:
         """What a tenant holds beyond its sessions and subjects: usage rows, budgets, the
-        indexes of its sessions, its LangGraph checkpoints (core/checkpoints/erase.py)."""
-        counts = empty_tenant(self._engine, tenant)
+        indexes of its sessions."""
         with translate_errors(), self._engine.begin() as connection:
             usage = connection.execute(delete(llm_usage).where(llm_usage.c.tenant == tenant))
         with redis_errors(), self._redis.pipeline(transaction=False) as pipe:
@@ -129,7 +130,7 @@ class ErasureJob:
             pipe.srem(self._keys.deferred_tenants(), tenant)
             pipe.delete(self._keys.deferred_sessions(tenant))
             pipe.execute()
-        return {**counts, "llm_usage": int(usage.rowcount)}
+        return {"llm_usage": int(usage.rowcount)}
 
     def _rewrite_aof(self) -> str:
         """Redis keeps deleted values in its append-only file until it is rewritten."""

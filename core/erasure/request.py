@@ -99,6 +99,15 @@ class ErasureRequests:
             self._bar_session(tenant, session_id, receipt.receipt_id)
             counts["sessions"] += 1
         counts["memories"] = self._bar_memories(tenant, subject_id, receipt.receipt_id, ref)
+        counts["checkpoint_threads"] = checkpoints_erase.bar_subject(
+            self._redis,
+            self._scripts,
+            engine,
+            self._keys,
+            tenant,
+            subject_id,
+            receipt_id=receipt.receipt_id,
+        )
         with redis_errors():
             self._redis.delete(*self._subject_index_keys(tenant, subject_id))
         counts["cache"] = self._cache.invalidate_tag(subject_cache_tag(tenant, subject_id))
@@ -128,7 +137,7 @@ class ErasureRequests:
         counts["cache"] += self._cache.invalidate_tag(tenant_cache_tag(tenant))
         counts["cache"] += erase_tenant_namespaces(self._redis, self._keys, tenant)
         counts["checkpoint_threads"] = checkpoints_erase.bar_tenant(
-            self._redis, self._scripts, engine, self._keys, tenant
+            self._redis, self._scripts, engine, self._keys, tenant, receipt_id=receipt.receipt_id
         )
         return self._queued(receipt, counts, key_ids)
 

@@ -4,10 +4,11 @@
 --   KEYS[4] writes (hash)  KEYS[5] writes index (zset)  KEYS[6] clock (hash: "hw" the newest
 --   write's time, "floor" the last delete_thread's)  KEYS[7] WAL  KEYS[8] tenant bytes
 --   KEYS[9] pressure flag  KEYS[10] the shard's set of the tenant's threads  KEYS[11] the
---   shard's set of the threads of the checkpoint's run (delete_for_runs' index)
+--   shard's set of the threads of the checkpoint's run (delete_for_runs' index)  KEYS[12] the
+--   shard's set of the threads of the checkpoint's data subject (erase_subject's index)
 -- ARGV: tenant, thread, ns, checkpoint id, record JSON, blobs JSON ([[channel, version, type,
 --   b64], ...]), ttl_s, clock ttl_s, max_wal_backlog, tenant budget bytes, reserve ratio,
---   the run id ('' for none).
+--   the run id ('' for none), the subject id ('' for none).
 -- Returns the write's time in microseconds (Redis's clock, never at or below the thread's
 -- newest write or deletion floor).
 local index, records, blobs, clock, wal = KEYS[1], KEYS[2], KEYS[3], KEYS[6], KEYS[7]
@@ -74,5 +75,9 @@ redis.call('EXPIRE', KEYS[10], ARGV[8])
 if ARGV[12] ~= '' then
   redis.call('SADD', KEYS[11], ARGV[2])
   redis.call('EXPIRE', KEYS[11], ARGV[8])
+end
+if ARGV[13] ~= '' then
+  redis.call('SADD', KEYS[12], ARGV[2])
+  redis.call('EXPIRE', KEYS[12], ARGV[8])
 end
 return stamp

@@ -2,7 +2,7 @@
 -- KEYS as checkpoint_put.lua. ARGV: tenant, thread, ns, checkpoint id, writes JSON
 --   ([[task_id, idx, channel, type, b64, task_path], ...]), '1' to replace existing writes
 --   (every channel is a special one: errors, interrupts) or '0' to keep them, ttl_s, clock
---   ttl_s, max_wal_backlog, tenant budget bytes, reserve ratio.
+--   ttl_s, max_wal_backlog, tenant budget bytes, reserve ratio, the subject id ('' for none).
 -- Returns the write's time in microseconds.
 local index, writes, write_index, clock, wal = KEYS[1], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local tenant, ns, cid, writes_json, replace = ARGV[1], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
@@ -55,9 +55,11 @@ for i, w in ipairs(decoded) do
   end
   redis.call('ZADD', write_index, 0, field)
 end
--- 'cw' 1: pending writes (w = their time, d = {"ns", "id", "u" replace, "w": writes}).
+-- 'cw' 1: pending writes (w = their time, d = {"ns", "id", "u" replace, "sub", "w": writes}).
+local subject = ARGV[12] == '' and 'null' or cjson.encode(ARGV[12])
 local payload = '{"ns":' .. cjson.encode(ns) .. ',"id":' .. cjson.encode(cid) .. ',"u":'
-  .. (replace == '1' and 'true' or 'false') .. ',"w":' .. writes_json .. '}'
+  .. (replace == '1' and 'true' or 'false') .. ',"sub":' .. subject .. ',"w":' .. writes_json
+  .. '}'
 redis.call('XADD', wal, '*', 'k', 'cw', 'v', '1', 't', tenant, 's', ARGV[2], 'w', stamp,
   'd', payload)
 redis.call('HINCRBY', KEYS[8], tenant, #payload)

@@ -14,11 +14,13 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    Index,
     Integer,
     PrimaryKeyConstraint,
     String,
     Table,
     Text,
+    text,
 )
 
 from core.store.db import ID, JSONDocument, _expiring, metadata
@@ -33,6 +35,10 @@ def _thread_columns() -> list[Column[object]]:
         Column("tenant", ID, nullable=False),
         Column("session_id", ID, nullable=False),
         Column("checkpoint_ns", Text, nullable=False),
+        # The data subject the saver was told the thread is about (MemscribeSaver's
+        # subject_key), or NULL: erase_subject finds its threads by it, and a backup seals the
+        # row under the subject's key (core/backups: owner "self").
+        Column("subject_id", ID, nullable=True),
     ]
 
 
@@ -54,6 +60,13 @@ checkpoints = Table(
         "tenant", "session_id", "checkpoint_ns", "checkpoint_id", name="pk_checkpoints"
     ),
     _expiring("checkpoints"),
+    Index(
+        "ix_checkpoints_subject",
+        "tenant",
+        "subject_id",
+        postgresql_where=text("subject_id IS NOT NULL"),
+        sqlite_where=text("subject_id IS NOT NULL"),
+    ),
 )
 
 # One row per (channel, version): a checkpoint stores only the channels that changed.
@@ -113,5 +126,7 @@ checkpoint_threads = Table(
     Column("session_id", ID, nullable=False),
     Column("deleted_us", BigInteger, nullable=False),
     Column("deleted_at", WHEN, nullable=False),
+    # The erasure receipt that deleted the thread (maintenance.erase deletes its rows), or NULL.
+    Column("erased_by", String(64), nullable=True),
     PrimaryKeyConstraint("tenant", "session_id", name="pk_checkpoint_threads"),
 )

@@ -11,6 +11,7 @@ from langgraph.checkpoint.base import empty_checkpoint
 from core.checkpoints.store import CheckpointStore
 from core.client import MemoryClient
 from core.erasure.job import ErasureJob
+from core.errors import ValidationError
 from core.integrations.langgraph import MemscribeSaver
 from core.log.drainer import Drainer
 from core.store.db import make_engine
@@ -94,3 +95,83 @@ def test_erase_tenant_erases_its_checkpoints_and_keeps_what_comes_after(
     assert _rows(pg_database, "t1") == 3  # the new checkpoint, its blob and its write
     assert _latest_notes(t2, "drained") == ["t2 drained"]
     assert _rows(pg_database, "t2") == 3
+
+
+def _put_for(saver: MemscribeSaver, thread: str, user: str, text: str) -> None:
+    config: dict[str, Any] = {
+        "configurable": {"thread_id": thread, "checkpoint_ns": "", "user_id": user}
+    }
+    checkpoint = empty_checkpoint()
+    checkpoint["channel_values"] = {"notes": [text]}
+    checkpoint["channel_versions"] = {"notes": saver.get_next_version(None, None)}
+    stored = saver.put(
+        config, checkpoint, {"source": "loop", "step": 0}, checkpoint["channel_versions"]
+    )  # type: ignore[arg-type]
+    saver.put_writes(
+        {**stored, "configurable": {**stored["configurable"], "user_id": user}},
+        [("out", text)],
+        task_id="t1",
+    )  # type: ignore[arg-type]
+
+
+def _subject_rows(url: str, subject: str) -> int:
+    engine = make_engine(url)
+    with engine.connect() as connection:
+        total = sum(
+            int(
+                connection.execute(
+                    sa.text(f"SELECT count(*) FROM {table} WHERE subject_id = :s"), {"s": subject}
+                ).scalar_one()
+            )
+            for table in ("checkpoints", "checkpoint_blobs", "checkpoint_writes")
+        )
+    engine.dispose()
+    return total
+
+
+def test_erase_subject_erases_the_threads_of_its_subject(
+    client: MemoryClient, drainer: Drainer, pg_database: str
+) -> None:
+    client._enqueue = Sent()
+    store = CheckpointStore(
+        redis=client.redis, settings=client.settings, engine=lambda: client.engine
+    )
+    saver = MemscribeSaver(store=store, tenant="acme", subject_key="user_id")
+    _put_for(saver, "ann-1", "ann", "ann drained")
+    _put_for(saver, "bob-1", "bob", "bob drained")
+    drainer.flush(timeout_s=10)
+    assert _subject_rows(pg_database, "ann") == 3
+    client.redis.flushdb()  # only the store knows ann-1 now
+    _put_for(saver, "ann-2", "ann", "ann in the WAL")
+    receipt = client.erase_subject("ann", tenant="acme", request_id="req-ann")
+    assert receipt.counts["barred"]["checkpoint_threads"] == 2
+    assert _latest_notes(saver, "ann-1") is None
+    assert _latest_notes(saver, "ann-2") is None
+    subject_index = store.thread_keys("acme", "ann-2").subject_threads("ann")
+    assert client.redis.exists(subject_index) == 0
+    drainer.flush(timeout_s=10)
+    done = ErasureJob(redis=client.redis, engine=client.engine, settings=client.settings).run(
+        receipt.receipt_id
+    )
+    assert done.counts["removed"]["checkpoints"] == 1  # ann-1's; ann-2's never landed
+    client.redis.flushdb()
+    assert _latest_notes(saver, "ann-1") is None
+    assert _latest_notes(saver, "ann-2") is None
+    assert _subject_rows(pg_database, "ann") == 0
+    assert _latest_notes(saver, "bob-1") == ["bob drained"]
+    assert _subject_rows(pg_database, "bob") == 3
+
+
+def test_a_subject_id_is_checked(client: MemoryClient) -> None:
+    store = CheckpointStore(
+        redis=client.redis, settings=client.settings, engine=lambda: client.engine
+    )
+    saver = MemscribeSaver(store=store, tenant="acme", subject_key="user_id")
+    before = client.redis.dbsize()
+    try:
+        _put_for(saver, "t", "not an id!", "x")
+    except ValidationError as exc:
+        assert exc.field == "subject_id"
+    else:
+        raise AssertionError("a bad subject id was accepted")
+    assert client.redis.dbsize() == before

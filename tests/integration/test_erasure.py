@@ -134,7 +134,12 @@ def test_an_unknown_subject_completes_with_nothing_removed(
         receipt.receipt_id
     )
     assert done.status == "completed"
-    assert done.counts["barred"] == {"sessions": 0, "memories": 0, "cache": 0}
+    assert done.counts["barred"] == {
+        "sessions": 0,
+        "memories": 0,
+        "cache": 0,
+        "checkpoint_threads": 0,
+    }
 
 
 def test_erase_tenant_removes_the_tenant_only(

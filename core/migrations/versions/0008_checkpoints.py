@@ -28,6 +28,7 @@ def _thread() -> list[sa.Column[object]]:
         sa.Column("tenant", _ID, nullable=False),
         sa.Column("session_id", _ID, nullable=False),
         sa.Column("checkpoint_ns", sa.Text, nullable=False),
+        sa.Column("subject_id", _ID, nullable=True),
     ]
 
 
@@ -93,6 +94,7 @@ def upgrade() -> None:
         sa.Column("session_id", _ID, nullable=False),
         sa.Column("deleted_us", sa.BigInteger, nullable=False),
         sa.Column("deleted_at", _WHEN, nullable=False),
+        sa.Column("erased_by", sa.String(64), nullable=True),
         sa.PrimaryKeyConstraint("tenant", "session_id", name="pk_checkpoint_threads"),
     )
     for table in _EXPIRING:
@@ -103,9 +105,17 @@ def upgrade() -> None:
             postgresql_where=sa.text("expires_at IS NOT NULL"),
             sqlite_where=sa.text("expires_at IS NOT NULL"),
         )
+    op.create_index(
+        "ix_checkpoints_subject",
+        "checkpoints",
+        ["tenant", "subject_id"],
+        postgresql_where=sa.text("subject_id IS NOT NULL"),
+        sqlite_where=sa.text("subject_id IS NOT NULL"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_checkpoints_subject", table_name="checkpoints")
     for table in _EXPIRING:
         op.drop_index(f"ix_{table}_expires_at", table_name=table)
     for table in ("checkpoint_threads", "checkpoint_writes", "checkpoint_blobs", "checkpoints"):

@@ -26,69 +26,37 @@ from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
-    WRITES_IDX_MAP,
     BaseCheckpointSaver,
     ChannelVersions,
     Checkpoint,
     CheckpointMetadata,
     CheckpointTuple,
     get_checkpoint_id,
-    get_serializable_checkpoint_metadata,
-    writes_sort_key,
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
-from langgraph.checkpoint.serde.types import _DeltaSnapshot
 
 from config.settings import Settings, get_settings
 from core.async_client import AsyncMemoryClient
 from core.checkpoints import threads
 from core.checkpoints.keys import CheckpointKeys
-from core.checkpoints.model import (
-    EMPTY,
-    Blob,
-    CheckpointRecord,
-    Loaded,
-    PendingWrite,
-    b64,
-    check_checkpoint_id,
-    check_metadata,
-    check_name,
-    check_type,
-    unb64,
-)
 from core.checkpoints.store import AsyncCheckpointStore, CheckpointStore
 from core.client import MemoryClient
 from core.errors import ValidationError
-
-_PLAIN = (str, int, float, bool)
-
-
-def _configurable(config: RunnableConfig | None, name: str = "config") -> dict[str, Any]:
-    configurable = (config or {}).get("configurable")
-    if not isinstance(configurable, dict) or configurable.get("thread_id") is None:
-        raise ValidationError(
-            name, "must carry configurable.thread_id (memscribe keeps checkpoints per thread)"
-        )
-    return configurable
+from core.integrations.langgraph.codec import (
+    CheckpointCodec,
+    configurable_of,
+    namespace_of,
+    thread_of,
+)
 
 
-def _thread(configurable: dict[str, Any]) -> str:
-    return str(configurable["thread_id"])
-
-
-def _ns(configurable: dict[str, Any]) -> str:
-    return check_name("checkpoint_ns", configurable.get("checkpoint_ns") or "")
-
-
-def _config(thread: str, ns: str, checkpoint_id: str) -> RunnableConfig:
-    return {
-        "configurable": {"thread_id": thread, "checkpoint_ns": ns, "checkpoint_id": checkpoint_id}
-    }
-
-
-class MemscribeSaver(BaseCheckpointSaver[str]):
+class MemscribeSaver(CheckpointCodec, BaseCheckpointSaver[str]):
     """A LangGraph checkpointer over memscribe. Thread-safe; share one per process. The async
-    methods run on ``redis.asyncio`` (their PostgreSQL reads in a worker thread)."""
+    methods run on ``redis.asyncio`` (their PostgreSQL reads in a worker thread).
+
+    ``subject_key``: the ``configurable`` key that names the data subject a thread is about
+    (e.g. ``"user_id"``); ``erase_subject`` then deletes that subject's threads, and a backup
+    seals their rows under the subject's key. None: threads belong to the tenant only."""
 
     def __init__(
         self,
@@ -97,11 +65,13 @@ class MemscribeSaver(BaseCheckpointSaver[str]):
         async_store: AsyncCheckpointStore | None = None,
         tenant: str = "default",
         serde: SerializerProtocol | None = None,
+        subject_key: str | None = None,
     ) -> None:
         super().__init__(serde=serde)
         self.store = store
         self.async_store = async_store
         self.tenant = tenant
+        self.subject_key = subject_key
         store.thread_keys(tenant, "probe")  # validates the tenant now, not at the first put
 
     @classmethod
@@ -111,11 +81,16 @@ class MemscribeSaver(BaseCheckpointSaver[str]):
         *,
         tenant: str = "default",
         serde: SerializerProtocol | None = None,
+        subject_key: str | None = None,
     ) -> MemscribeSaver:
         """A saver for the configured stores (``MEMSCRIBE_REDIS_URL``, ``_DATABASE_URL``)."""
         client = MemoryClient.from_settings(settings or get_settings())
         return cls.from_clients(
-            client, AsyncMemoryClient.from_client(client), tenant=tenant, serde=serde
+            client,
+            AsyncMemoryClient.from_client(client),
+            tenant=tenant,
+            serde=serde,
+            subject_key=subject_key,
         )
 
     @classmethod
@@ -126,6 +101,7 @@ class MemscribeSaver(BaseCheckpointSaver[str]):
         *,
         tenant: str = "default",
         serde: SerializerProtocol | None = None,
+        subject_key: str | None = None,
     ) -> MemscribeSaver:
         """A saver on an app's own clients (their connections and durable engine)."""
         store = CheckpointStore(
@@ -141,115 +117,25 @@ class MemscribeSaver(BaseCheckpointSaver[str]):
                 settings=async_client.settings,
                 engine=lambda: async_client.engine,
             )
-        return cls(store=store, async_store=async_store, tenant=tenant, serde=serde)
+        return cls(
+            store=store,
+            async_store=async_store,
+            tenant=tenant,
+            serde=serde,
+            subject_key=subject_key,
+        )
 
     # --- shared by the sync and async paths -----------------------------------------------
 
     def _keys(self, thread: str) -> CheckpointKeys:
         return self.store.thread_keys(self.tenant, thread)
 
-    def _prepare_put(
-        self,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-    ) -> tuple[CheckpointKeys, CheckpointRecord, list[Blob], RunnableConfig]:
-        configurable = _configurable(config)
-        thread, ns = _thread(configurable), _ns(configurable)
-        keys = self._keys(thread)
-        checkpoint_id = check_checkpoint_id("checkpoint.id", checkpoint["id"])
-        parent = configurable.get("checkpoint_id")
-        inline = dict(checkpoint["channel_values"])
-        blobbed: dict[str, Any] = {}
-        for channel, value in checkpoint["channel_values"].items():
-            if isinstance(value, _DeltaSnapshot):
-                blobbed[channel] = inline.pop(channel)
-                inline[channel] = True  # PostgresSaver's marker: the blob replaces it on load
-            elif value is not None and not isinstance(value, _PLAIN):
-                blobbed[channel] = inline.pop(channel)
-        blobs = []
-        for channel, version in new_versions.items():
-            check_name("channel", channel)
-            if channel in blobbed:
-                kind, data = self.serde.dumps_typed(blobbed[channel])
-                blobs.append(Blob(channel, str(version), check_type("type", kind), b64(data)))
-            elif channel not in inline:
-                blobs.append(Blob(channel, str(version), EMPTY, None))
-        kind, data = self.serde.dumps_typed({**checkpoint, "channel_values": inline})
-        record = CheckpointRecord(
-            ns=ns,
-            checkpoint_id=checkpoint_id,
-            parent_id=None if parent is None else check_checkpoint_id("parent", str(parent)),
-            type=check_type("checkpoint type", kind),
-            checkpoint=b64(data),
-            metadata=check_metadata(get_serializable_checkpoint_metadata(config, metadata)),
-            blobs=tuple(
-                (channel, str(version))
-                for channel, version in checkpoint["channel_versions"].items()
-                if channel not in inline
-            ),
-        )
-        return keys, record, blobs, _config(thread, ns, checkpoint_id)
-
-    def _prepare_writes(
-        self,
-        config: RunnableConfig,
-        writes: Sequence[tuple[str, Any]],
-        task_id: str,
-        task_path: str,
-    ) -> tuple[CheckpointKeys, str, str, list[PendingWrite], bool]:
-        configurable = _configurable(config)
-        thread, ns = _thread(configurable), _ns(configurable)
-        checkpoint_id = check_checkpoint_id("checkpoint_id", configurable.get("checkpoint_id"))
-        check_name("task_id", task_id)
-        check_name("task_path", task_path)
-        pending = []
-        for idx, (channel, value) in enumerate(writes):
-            kind, data = self.serde.dumps_typed(value)
-            pending.append(
-                PendingWrite(
-                    task_id,
-                    WRITES_IDX_MAP.get(channel, idx),
-                    check_name("channel", channel),
-                    check_type("type", kind),
-                    b64(data),
-                    task_path,
-                )
-            )
-        # Special channels (errors, interrupts) replace what they wrote before, as in
-        # LangGraph's own savers; ordinary writes are kept as first written.
-        replace = all(channel in WRITES_IDX_MAP for channel, _ in writes)
-        return self._keys(thread), ns, checkpoint_id, pending, replace
-
-    def _tuple(self, thread: str, found: Loaded) -> CheckpointTuple:
-        record = found.record
-        checkpoint = self.serde.loads_typed((record.type, unb64(record.checkpoint)))
-        values = {
-            channel: self.serde.loads_typed((kind, unb64(data)))
-            for channel, (kind, data) in found.values.items()
-        }
-        checkpoint["channel_values"] = {**(checkpoint.get("channel_values") or {}), **values}
-        writes = sorted(found.writes, key=lambda w: writes_sort_key(w.task_path, w.task_id, w.idx))
-        return CheckpointTuple(
-            config=_config(thread, record.ns, record.checkpoint_id),
-            checkpoint=checkpoint,
-            metadata=record.metadata,  # type: ignore[arg-type]
-            parent_config=(
-                None if record.parent_id is None else _config(thread, record.ns, record.parent_id)
-            ),
-            pending_writes=[
-                (w.task_id, w.channel, self.serde.loads_typed((w.type, unb64(w.value))))
-                for w in writes
-            ],
-        )
-
     def _list_args(
         self, config: RunnableConfig | None, before: RunnableConfig | None
     ) -> tuple[str, CheckpointKeys, str | None, str | None]:
-        configurable = _configurable(config)
-        thread = _thread(configurable)
-        ns = None if "checkpoint_ns" not in configurable else _ns(configurable)
+        configurable = configurable_of(config)
+        thread = thread_of(configurable)
+        ns = None if "checkpoint_ns" not in configurable else namespace_of(configurable)
         before_id = None if before is None else get_checkpoint_id(before)
         return thread, self._keys(thread), ns, before_id
 
@@ -264,9 +150,11 @@ class MemscribeSaver(BaseCheckpointSaver[str]):
     # --- sync -----------------------------------------------------------------------------
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        configurable = _configurable(config)
-        thread = _thread(configurable)
-        found = self.store.get(self._keys(thread), _ns(configurable), get_checkpoint_id(config))
+        configurable = configurable_of(config)
+        thread = thread_of(configurable)
+        found = self.store.get(
+            self._keys(thread), namespace_of(configurable), get_checkpoint_id(config)
+        )
         return None if found is None else self._tuple(thread, found)
 
     def list(
@@ -301,11 +189,13 @@ class MemscribeSaver(BaseCheckpointSaver[str]):
         task_id: str,
         task_path: str = "",
     ) -> None:
-        keys, ns, checkpoint_id, pending, replace = self._prepare_writes(
+        keys, ns, checkpoint_id, pending, replace, subject = self._prepare_writes(
             config, writes, task_id, task_path
         )
         if pending:
-            self.store.put_writes(keys, ns, checkpoint_id, pending, replace=replace)
+            self.store.put_writes(
+                keys, ns, checkpoint_id, pending, replace=replace, subject_id=subject
+            )
 
     def delete_thread(self, thread_id: str) -> None:
         self.store.delete_thread(self._keys(str(thread_id)))
@@ -324,10 +214,10 @@ class MemscribeSaver(BaseCheckpointSaver[str]):
     # --- async ----------------------------------------------------------------------------
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        configurable = _configurable(config)
-        thread = _thread(configurable)
+        configurable = configurable_of(config)
+        thread = thread_of(configurable)
         found = await self._async().get(
-            self._keys(thread), _ns(configurable), get_checkpoint_id(config)
+            self._keys(thread), namespace_of(configurable), get_checkpoint_id(config)
         )
         return None if found is None else self._tuple(thread, found)
 
@@ -363,11 +253,13 @@ class MemscribeSaver(BaseCheckpointSaver[str]):
         task_id: str,
         task_path: str = "",
     ) -> None:
-        keys, ns, checkpoint_id, pending, replace = self._prepare_writes(
+        keys, ns, checkpoint_id, pending, replace, subject = self._prepare_writes(
             config, writes, task_id, task_path
         )
         if pending:
-            await self._async().put_writes(keys, ns, checkpoint_id, pending, replace=replace)
+            await self._async().put_writes(
+                keys, ns, checkpoint_id, pending, replace=replace, subject_id=subject
+            )
 
     async def adelete_thread(self, thread_id: str) -> None:
         await self._async().delete_thread(self._keys(str(thread_id)))
