@@ -7,9 +7,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from langgraph.checkpoint.base import empty_checkpoint
 
 from core.backups.tables import SPECS
+from core.checkpoints.store import CheckpointStore
 from core.client import MemoryClient
+from core.integrations.langgraph import MemscribeSaver
 from core.log.drainer import Drainer
 from core.store.db import make_engine, subject_keys
 from core.summaries.store import SummaryRecord, save_summary
@@ -54,6 +57,7 @@ def seed(
     client.update_state(first, lambda data: {**data, "step": 1}, actor="agent")
     client.update_state(first, lambda data: {**data, "step": 2, "plan": ["a", "b"]})
     client.put_result(first, {"answer": 42, "tool": "calculator"})
+    _checkpoints(client, made, tag)
     drainer.drain_all()
     save_summary(
         client.engine,
@@ -74,6 +78,27 @@ def seed(
     )
     client.delete_message(f"{first}-gone", session_id=first)  # no such message: a no-op
     return made
+
+
+def _checkpoints(client: MemoryClient, made: dict[str, Any], tag: str) -> None:
+    """LangGraph checkpoints, blobs and writes of a subject's thread and of an anonymous one,
+    and a deleted thread's floor."""
+    store = CheckpointStore(
+        redis=client.redis, settings=client.settings, engine=lambda: client.engine
+    )
+    saver = MemscribeSaver(store=store, subject_key="user_id")
+    for i, user in enumerate([made["subjects"][0], None]):
+        configurable: dict[str, Any] = {"thread_id": f"graph-{tag}{i}", "checkpoint_ns": ""}
+        if user is not None:
+            configurable["user_id"] = user
+        checkpoint = empty_checkpoint()
+        checkpoint["channel_values"] = {"messages": [f"{user} asked: naïve ✓"], "n": i}
+        checkpoint["channel_versions"] = {"messages": "1", "n": "1"}
+        metadata: Any = {"source": "loop", "step": 0, "score": 2.5e16}
+        stored = saver.put({"configurable": configurable}, checkpoint, metadata, {"messages": "1"})
+        written = {"configurable": {**configurable, **stored["configurable"]}}
+        saver.put_writes(written, [("out", f"{user} wrote")], task_id="task-1")  # type: ignore[arg-type]
+    saver.delete_thread(f"graph-{tag}gone")
 
 
 def table_rows(url: str) -> dict[str, list[tuple[Any, ...]]]:

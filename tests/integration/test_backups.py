@@ -190,7 +190,20 @@ def test_erased_subject_never_comes_back_from_an_old_backup(
         memories_left = connection.execute(
             sa.text("SELECT count(*) FROM memories WHERE subject_id = :s"), {"s": erased}
         ).scalar_one()
+        # The subject's LangGraph checkpoints (MemscribeSaver subject_key): none come back;
+        # the anonymous thread's do.
+        checkpoints_left = {
+            table: connection.execute(
+                sa.text(f"SELECT count(*) FROM {table} WHERE subject_id = :s"), {"s": erased}
+            ).scalar_one()
+            for table in ("checkpoints", "checkpoint_blobs", "checkpoint_writes")
+        }
+        anonymous_checkpoints = connection.execute(
+            sa.text("SELECT count(*) FROM checkpoints WHERE subject_id IS NULL")
+        ).scalar_one()
     engine.dispose()
+    assert checkpoints_left == dict.fromkeys(checkpoints_left, 0)
+    assert anonymous_checkpoints == 1
     assert left == 0 and memories_left == 0 and erased not in subjects
     assert made["subjects"][1] in subjects  # the others are all there
     assert sum(report["skipped_erased"].values()) > 0  # type: ignore[attr-defined]
