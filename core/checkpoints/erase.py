@@ -103,7 +103,8 @@ def bar_subject(
 
 
 def empty_erased(engine: Engine, receipt_id: str) -> dict[str, int]:
-    """Deletes the rows at or below the floors ``receipt_id`` stamped; counts per table."""
+    """Deletes the rows at or below the floors ``receipt_id`` stamped; counts per table (the
+    tables it deleted from)."""
     counts: dict[str, int] = {}
     with translate_errors(), engine.begin() as connection:
         for table in (checkpoints, checkpoint_blobs, checkpoint_writes):
@@ -113,5 +114,7 @@ def empty_erased(engine: Engine, receipt_id: str) -> dict[str, int]:
                 & (checkpoint_threads.c.session_id == table.c.session_id)
                 & (table.c.written_us <= checkpoint_threads.c.deleted_us)
             )
-            counts[table.name] = int(connection.execute(delete(table).where(barred)).rowcount)
+            gone = int(connection.execute(delete(table).where(barred)).rowcount)
+            if gone:
+                counts[table.name] = gone
     return counts
