@@ -159,7 +159,7 @@ def check_metadata(value: object) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValidationError("metadata", f"must be a JSON object, got {type(value).__name__}")
     try:
-        json.loads(_JSON.encode(value))
+        _JSON.encode(value)  # the strict encoder: no NaN, str keys and JSON types only
     except (TypeError, ValueError) as exc:
         raise ValidationError("metadata", f"must be JSON-serializable: {exc}") from None
     return value

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
 import redis
@@ -75,6 +76,9 @@ class _Base:
         self._engine = engine
         self._keys = Keys.of(settings)
         self.limits = Limits.of(settings)
+        # Every put of a thread builds the same eleven key names: the busy threads' are kept
+        # (only valid ids reach the cache; a bad one raises before it is stored).
+        self._thread_keys = lru_cache(maxsize=4096)(self._checked_keys)
 
     def _run_keys(self, tenant: str, run_ids: Sequence[str]) -> list[str]:
         return [
@@ -84,6 +88,9 @@ class _Base:
         ]
 
     def thread_keys(self, tenant: str, thread_id: str) -> CheckpointKeys:
+        return self._thread_keys(tenant, thread_id)
+
+    def _checked_keys(self, tenant: str, thread_id: str) -> CheckpointKeys:
         validate_id("tenant", tenant)
         validate_id("thread_id", thread_id)
         return checkpoint_keys(self._keys, tenant, thread_id)

@@ -36,8 +36,8 @@ end
 
 local now = redis.call('TIME')
 local written = tonumber(now[1]) * 1000000 + tonumber(now[2])
-local last = math.max(tonumber(redis.call('HGET', clock, 'hw')) or 0,
-  tonumber(redis.call('HGET', clock, 'floor')) or 0)
+local seen = redis.call('HMGET', clock, 'hw', 'floor')
+local last = math.max(tonumber(seen[1]) or 0, tonumber(seen[2]) or 0)
 if written <= last then
   written = last + 1
 end
