@@ -1,7 +1,7 @@
 """Tagged JSON: the cache's JSON encoding (``multilevel.encode``) with bytes, for namespaces.
 
 A LangChain store's values are mostly ``bytes`` (embeddings, files), so a namespace's values
-are JSON in which bytes travel as ``{"$b": "<base64>"}``. Never pickle: decoding runs no code
+are JSON in which bytes travel as ``{"$b": "<base64>"}``. Data only: decoding runs no code
 and builds only JSON types and bytes.
 
 The form is unambiguous: a dict key of the caller's that starts with ``$`` is written with one

@@ -1,7 +1,7 @@
 """Checkpoints as memscribe stores them, and the checks every write passes first.
 
 The store is serde-agnostic: a value is a ``(type, base64)`` pair made by the adapter's
-serializer (LangGraph's ``JsonPlusSerializer``: msgpack or JSON, never pickle). The JSON
+serializer (LangGraph's ``JsonPlusSerializer``: msgpack or JSON, nothing else). The JSON
 shapes below are what Redis holds and what the WAL carries, so the drainer moves the base64
 text into PostgreSQL without decoding it.
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,8 +26,11 @@ from core.errors import ValidationError
 MAX_ID_CHARS = 64
 MAX_NAME_BYTES = 1024
 MAX_TYPE_CHARS = 32
-# Types a serializer may name. "pickle" is refused: memscribe never stores pickles (P8).
-REFUSED_TYPES = frozenset({"pickle"})
+# The types a serializer may name (JsonPlusSerializer's data-only ones), optionally sealed by
+# LangGraph's EncryptedSerializer ("msgpack+aes"). Anything else is refused: a stored value
+# must never be one whose loading runs code (P8).
+STORED_TYPES = frozenset({"msgpack", "json", "bytes", "bytearray", "null"})
+_SEALED = re.compile(r"\+[a-z0-9]{1,16}")
 # A channel that had a version but no value when the checkpoint was taken (LangGraph's
 # convention, as PostgresSaver stores it): read back as absent.
 EMPTY = "empty"
@@ -148,9 +152,11 @@ def check_checkpoint_id(name: str, value: object) -> str:
 
 def check_type(name: str, value: object) -> str:
     checked = check_name(name, value, max_bytes=MAX_TYPE_CHARS)
-    if checked in REFUSED_TYPES or not checked:
+    base, plus, cipher = checked.partition("+")
+    if base not in STORED_TYPES or (plus and not _SEALED.fullmatch(plus + cipher)):
+        allowed = ", ".join(sorted(STORED_TYPES))
         raise ValidationError(
-            name, f"serializer type {checked!r} is refused: memscribe never stores pickles"
+            name, f"serializer type {checked!r} is refused: memscribe stores {allowed} only"
         )
     return checked
 

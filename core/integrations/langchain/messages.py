@@ -6,7 +6,7 @@ role's usual class is not it, ``tool_call_id``, ``tool_calls``, ``name``,
 ``additional_kwargs``, ``response_metadata``, list content, ...) travels in the metadata
 under ``"langchain"``: the message's own fields as JSON (``model_dump(mode="json")``), only
 those that differ from their defaults, without ``content`` and ``id`` (memscribe keeps them).
-JSON only, never pickle: the metadata limit (``MEMSCRIBE_MAX_METADATA_BYTES``) applies, and
+JSON only: the metadata limit (``MEMSCRIBE_MAX_METADATA_BYTES``) applies, and
 ``append_many`` names the message that breaks it.
 """
 

@@ -8,9 +8,9 @@ an index of the namespace's own, so ``yield_keys(prefix=...)`` is a ``ZRANGEBYLE
 never a ``SCAN MATCH`` pattern built from input. The async methods run on ``redis.asyncio``
 (``AsyncCacheNamespace``), not in an executor.
 
-Values are JSON types and ``bytes`` (at any depth), in JSON with bytes as tagged base64;
-never pickle. Like the cache, the store lives in Redis only: there is no write-behind to
-PostgreSQL, so its durability is Redis's (AOF).
+Values are JSON types and ``bytes`` (at any depth), in JSON with bytes as tagged base64:
+data only, no code runs on loading. Like the cache, the store lives in Redis only: there is
+no write-behind to PostgreSQL, so its durability is Redis's (AOF).
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ in Redis) and the purge deletes its rows (docs/langgraph.md).
     graph = builder.compile(checkpointer=saver)
     graph.invoke(inputs, {"configurable": {"thread_id": "chat-42"}})
 
-Values are serialized by LangGraph's serializer (msgpack or JSON; pickle is refused), exactly
-as the other savers store them. Channel values that are plain (None, str, int, float, bool)
+Values are serialized by LangGraph's serializer (msgpack or JSON; other types are refused),
+exactly as the other savers store them. Channel values that are plain (None, str, int, float, bool)
 stay inside the checkpoint; the others are blobs keyed by (channel, version), so a checkpoint
 stores only the channels that changed.
 """
