@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select, tuple_
 
-from core.checkpoints.model import EMPTY, CheckpointRecord, PendingWrite
+from core.checkpoints.model import CheckpointRecord, PendingWrite
 from core.store.checkpoint_tables import (
     checkpoint_blobs,
     checkpoint_threads,
@@ -194,10 +194,3 @@ def count_rows(engine: Engine, tenant: str, thread: str) -> dict[str, int]:
                 ).scalar_one()
             )
     return counts
-
-
-def values_of(
-    found: dict[tuple[str, str], tuple[str, str | None]],
-) -> dict[str, tuple[str, str | None]]:
-    """Blob values by channel, without the EMPTY ones."""
-    return {channel: value for (channel, _), value in found.items() if value[0] != EMPTY}

@@ -64,7 +64,10 @@ class CheckpointRecord:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> CheckpointRecord:
-        doc = json.loads(text)
+        return cls.from_doc(json.loads(text))
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> CheckpointRecord:
         return cls(
             ns=str(doc["ns"]),
             checkpoint_id=str(doc["id"]),

@@ -16,6 +16,7 @@ from typing import Any
 
 import redis
 import redis.asyncio as aredis
+from redis.commands.core import AsyncScript
 from sqlalchemy import Engine
 
 from config.settings import Settings
@@ -38,9 +39,7 @@ from core.checkpoints.model import Blob, CheckpointRecord, Loaded, PendingWrite
 from core.models import validate_id
 from core.store.keys import Keys
 from core.store.redis_errors import redis_errors
-from core.store.scripts import Scripts, lua_source
-
-SCRIPTS = ("checkpoint_put", "checkpoint_writes", "checkpoint_read", "checkpoint_delete")
+from core.store.scripts import AsyncScripts, Scripts
 
 
 def _matches(record: CheckpointRecord, wanted: Mapping[str, Any] | None) -> bool:
@@ -212,21 +211,29 @@ class AsyncCheckpointStore(_Base):
     """The same on ``redis.asyncio``; the store's reads run in a worker thread."""
 
     def __init__(
-        self, *, redis: aredis.Redis, settings: Settings, engine: Callable[[], Engine]
+        self,
+        *,
+        redis: aredis.Redis,
+        settings: Settings,
+        engine: Callable[[], Engine],
+        scripts: AsyncScripts | None = None,
     ) -> None:
         super().__init__(settings=settings, engine=engine)
         self.redis = redis
-        # AsyncScript: EVALSHA, reloaded after NOSCRIPT like the sync Script.
-        self._scripts = {name: redis.register_script(lua_source(name)) for name in SCRIPTS}
+        self.scripts = scripts or AsyncScripts.register(redis)
 
-    async def _run(self, name: str, names: list[str], args: list[str | int | float]) -> Any:
+    async def _run(self, script: AsyncScript, names: list[str], args: list[Any]) -> Any:
         with redis_errors():
-            return await self._scripts[name](keys=names, args=args)
+            return await script(keys=names, args=args)
 
     async def put(
         self, keys: CheckpointKeys, record: CheckpointRecord, blobs: Sequence[Blob]
     ) -> int:
-        return int(await self._run("checkpoint_put", *put_call(keys, record, blobs, self.limits)))
+        return int(
+            await self._run(
+                self.scripts.checkpoint_put, *put_call(keys, record, blobs, self.limits)
+            )
+        )
 
     async def put_writes(
         self,
@@ -247,11 +254,11 @@ class AsyncCheckpointStore(_Base):
             limits=self.limits,
             subject_id=subject_id,
         )
-        return int(await self._run("checkpoint_writes", *call))
+        return int(await self._run(self.scripts.checkpoint_writes, *call))
 
     async def _read(self, keys: CheckpointKeys, ns: str, checkpoint_id: str | None) -> RedisRead:
         return parse_read(
-            await self._run("checkpoint_read", *read_call(keys, ns, checkpoint_id)), ns
+            await self._run(self.scripts.checkpoint_read, *read_call(keys, ns, checkpoint_id)), ns
         )
 
     async def get(self, keys: CheckpointKeys, ns: str, checkpoint_id: str | None) -> Loaded | None:
@@ -310,7 +317,7 @@ class AsyncCheckpointStore(_Base):
                 yield found
 
     async def delete_thread(self, keys: CheckpointKeys) -> int:
-        return int(await self._run("checkpoint_delete", *delete_call(keys)))
+        return int(await self._run(self.scripts.checkpoint_delete, *delete_call(keys)))
 
     async def run_threads(self, tenant: str, run_ids: Sequence[str]) -> set[str]:
         validate_id("tenant", tenant)

@@ -92,7 +92,7 @@ def decode_checkpoint(fields: dict[str, str]) -> CheckpointRow:
         blobs = [list(item) for item in doc["b"]]
         if any(len(item) != 4 for item in blobs):
             raise ValueError("a blob is not [channel, version, type, value]")
-        record = CheckpointRecord.from_json(json.dumps(doc["r"]))
+        record = CheckpointRecord.from_doc(doc["r"])
     except (KeyError, ValueError, TypeError, OverflowError) as exc:
         raise _malformed(exc) from None
     return CheckpointRow(tenant, thread, written, record, blobs)

@@ -60,7 +60,8 @@ class Scripts:
 
 @dataclass(frozen=True, slots=True)
 class AsyncScripts:
-    """The request path's scripts registered on a ``redis.asyncio`` client (AsyncMemoryClient).
+    """The scripts of the async request paths (AsyncMemoryClient's, the async checkpoint
+    store's) registered on a ``redis.asyncio`` client.
 
     ``AsyncScript`` sends EVALSHA and reloads itself after NOSCRIPT like ``Script``. Nothing is
     loaded here (SCRIPT LOAD would need an await in a constructor): the sync client beside it
@@ -69,6 +70,10 @@ class AsyncScripts:
 
     append: AsyncScript
     context: AsyncScript
+    checkpoint_put: AsyncScript
+    checkpoint_writes: AsyncScript
+    checkpoint_read: AsyncScript
+    checkpoint_delete: AsyncScript
 
     @classmethod
     def register(cls, client: redis.asyncio.Redis) -> AsyncScripts:

@@ -48,6 +48,7 @@ from core.integrations.langgraph.codec import (
     namespace_of,
     thread_of,
 )
+from core.models import validate_id
 
 
 class MemscribeSaver(CheckpointCodec, BaseCheckpointSaver[str]):
@@ -72,7 +73,7 @@ class MemscribeSaver(CheckpointCodec, BaseCheckpointSaver[str]):
         self.async_store = async_store
         self.tenant = tenant
         self.subject_key = subject_key
-        store.thread_keys(tenant, "probe")  # validates the tenant now, not at the first put
+        validate_id("tenant", tenant)  # now, not at the first put
 
     @classmethod
     def from_settings(
@@ -116,6 +117,7 @@ class MemscribeSaver(CheckpointCodec, BaseCheckpointSaver[str]):
                 redis=async_client.redis,
                 settings=async_client.settings,
                 engine=lambda: async_client.engine,
+                scripts=async_client.scripts,
             )
         return cls(
             store=store,
